@@ -1,0 +1,114 @@
+"""``ilinkbot`` entry point: parse, configure logging, dispatch, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+from ilink import IlinkError, SessionExpired, __version__
+from ilink.log import configure_logging, get_logger
+
+from ..config import ConfigError
+from ..exitcodes import Exit
+from .common import App, CliError
+
+__all__ = ["build_parser", "main"]
+
+# Each module adds its subcommands with ``register(subparsers, parent)``.
+_COMMAND_MODULES = (
+    "bot.cli.sandbox_cmd",
+    "bot.cli.login_cmd",
+    "bot.cli.send_cmd",
+    "bot.cli.run_cmd",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"ilinkbot: error: {message}\n")
+        raise SystemExit(Exit.USAGE)
+
+
+def _common_options(suppress: bool) -> argparse.ArgumentParser:
+    """Global options, accepted before or after the subcommand.
+
+    The subcommand copy uses SUPPRESS defaults so it never overwrites a value given
+    before the subcommand name.
+    """
+    d = {"default": argparse.SUPPRESS} if suppress else {}
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--config", metavar="PATH", help="config file", **d)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout", **d)
+    p.add_argument("--log-json", action="store_true", help="log JSON lines", **d)
+    p.add_argument("--log-level", help="debug, info, warning, error", **d)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options(suppress=True)
+    parser = _Parser(
+        prog="ilinkbot",
+        description="WeChat bots and pushes over Tencent's ilink protocol.",
+        parents=[_common_options(suppress=False)],
+    )
+    parser.add_argument("--version", action="version", version=f"ilinkbot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return Exit.USAGE
+    json_out = bool(getattr(args, "json", False))
+    app: App | None = None
+    try:
+        app = App.from_args(args)
+        level = args.log_level or app.config.log_level
+        configure_logging(json=True if args.log_json else None, level=level)
+        code = int(args.func(app))
+    except CliError as exc:
+        code = _report(json_out, str(exc), exc.code, exc.fields)
+    except ConfigError as exc:
+        code = _report(json_out, str(exc), Exit.USAGE, {})
+    except SessionExpired:
+        code = _report(
+            json_out, "the bot session expired: run `ilinkbot login`", Exit.SESSION_EXPIRED, {}
+        )
+    except IlinkError as exc:
+        code = _report(json_out, f"server error: {exc}", Exit.ERROR, {})
+    except KeyboardInterrupt:
+        code = _report(json_out, "interrupted", Exit.INTERRUPTED, {})
+    except Exception as exc:
+        get_logger("ilinkbot.cli").exception("unexpected_error")
+        code = _report(json_out, f"unexpected error: {type(exc).__name__}: {exc}", Exit.ERROR, {})
+    finally:
+        if app is not None:
+            app.close()
+    return code
+
+
+def _report(json_out: bool, message: str, code: Exit, fields: dict[str, object]) -> int:
+    if json_out:
+        obj = {"ok": False, "error": message, "exit_code": int(code), **fields}
+        sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+    sys.stderr.write(f"ilinkbot: {message}\n")
+    return int(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""Configuration: ``config.json`` overridden by ``ILINKBOT_*`` environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ilink import DEFAULT_BASE_URL, DEFAULT_CDN_BASE_URL, DEFAULT_CHANNEL_VERSION, __version__
+
+__all__ = ["Config", "ConfigError", "load_config"]
+
+
+class ConfigError(Exception):
+    """The configuration file or an environment variable is unusable (one-line message)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting, with its default. See the README's configuration table."""
+
+    home: Path
+    base_url: str = DEFAULT_BASE_URL
+    cdn_base_url: str = DEFAULT_CDN_BASE_URL
+    database_url: str | None = None
+    bot_agent: str = f"ilinkbot/{__version__}"
+    channel_version: str = DEFAULT_CHANNEL_VERSION
+    route_tag: str | None = None
+    log_level: str = "info"
+    reply_quota: int = 10
+    reply_window_seconds: int = 86400
+    chunk_size: int = 2000
+    held_digest: bool = False
+    send_max_attempts: int = 5
+    handler_max_attempts: int = 5
+    media_max_bytes: int = 100 * 1024 * 1024
+    login_timeout_seconds: int = 480
+    config_path: Path | None = None
+
+    def with_overrides(self, **changes: Any) -> Config:
+        return replace(self, **changes)
+
+
+_FILE_KEYS = {f.name: f for f in fields(Config) if f.name not in ("home", "config_path")}
+_ENV = {
+    "ILINKBOT_BASE_URL": "base_url",
+    "ILINKBOT_CDN_BASE_URL": "cdn_base_url",
+    "ILINKBOT_DATABASE_URL": "database_url",
+}
+
+
+def _check_type(key: str, value: Any, source: str) -> Any:
+    default = _FILE_KEYS[key].default
+    if value is None:
+        if key in ("database_url", "route_tag"):
+            return None
+        raise ConfigError(f"{source}: {key} must not be null")
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    else:
+        ok = isinstance(value, str) and bool(value.strip())
+    if not ok:
+        kind = type(default).__name__ if default is not None else "str"
+        extra = " (> 0)" if isinstance(default, int) and not isinstance(default, bool) else ""
+        raise ConfigError(f"{source}: {key} must be a {kind}{extra}, got {value!r}")
+    if key in ("base_url", "cdn_base_url") and not str(value).startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: {key} must start with http:// or https://, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the configuration: defaults < ``config.json`` < environment variables.
+
+    The file is ``path``, else ``$ILINKBOT_CONFIG``, else ``$ILINKBOT_HOME/config.json``
+    if it exists. A named file that is missing is an error; so is an unknown key.
+    """
+    env = os.environ if env is None else env
+    home = Path(env.get("ILINKBOT_HOME") or Path.home() / ".ilinkbot").expanduser()
+    named = path or env.get("ILINKBOT_CONFIG")
+    file = Path(named).expanduser() if named else home / "config.json"
+    values: dict[str, Any] = {}
+    if named or file.exists():
+        try:
+            raw = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {file}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{file}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{file}: expected a JSON object")
+        for key, value in raw.items():
+            if key.startswith("_"):  # "_comment" keys are allowed
+                continue
+            if key not in _FILE_KEYS:
+                raise ConfigError(f"{file}: unknown key {key!r}")
+            values[key] = _check_type(key, value, str(file))
+    for var, key in _ENV.items():
+        if env.get(var):
+            values[key] = _check_type(key, env[var], var)
+    return Config(home=home, config_path=file if file.exists() else None, **values)

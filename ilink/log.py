@@ -1,0 +1,151 @@
+"""structlog set-up shared by every layer, with one redaction processor.
+
+Secrets are masked whatever the caller passes: by key name (``bot_token``,
+``context_token``, ``aes_key`` ...), by value (every secret the process has seen is
+registered with :func:`register_secret`), and by shape (``Bearer ...``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+__all__ = [
+    "MASK",
+    "SECRET_KEYS",
+    "configure_logging",
+    "get_logger",
+    "redact",
+    "redact_processor",
+    "register_secret",
+]
+
+MASK = "***"
+
+#: Event-dict keys whose values are always masked (compared case-insensitively,
+#: ``-`` treated as ``_``).
+SECRET_KEYS = frozenset(
+    {
+        "bot_token",
+        "token",
+        "context_token",
+        "aes_key",
+        "aeskey",
+        "authorization",
+        "typing_ticket",
+        "local_token_list",
+        "password",
+        "secret",
+        "auth",
+    }
+)
+
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_secret_re: re.Pattern[str] | None = None
+
+
+def register_secret(value: str | None) -> None:
+    """Mask ``value`` wherever it appears in any later log line."""
+    global _secret_re
+    if not value or len(value) < 6:
+        return
+    with _lock:
+        if value in _secrets:
+            return
+        _secrets.add(value)
+        alts = sorted(_secrets, key=len, reverse=True)
+        _secret_re = re.compile("|".join(re.escape(s) for s in alts))
+
+
+def _mask_text(text: str) -> str:
+    text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
+    pattern = _secret_re
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    return text
+
+
+def _is_secret_key(key: object) -> bool:
+    return isinstance(key, str) and key.lower().replace("-", "_") in SECRET_KEYS
+
+
+def redact(value: Any) -> Any:
+    """Return ``value`` with secrets masked (dicts by key, strings by value and shape)."""
+    if isinstance(value, str):
+        return _mask_text(value)
+    if isinstance(value, dict):
+        return {
+            k: (MASK if _is_secret_key(k) and v not in (None, "") else redact(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(redact(v) for v in value)
+    if isinstance(value, BaseException):
+        return _mask_text(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask every secret in the event dict."""
+    for key in list(event_dict):
+        val = event_dict[key]
+        if _is_secret_key(key) and val not in (None, ""):
+            event_dict[key] = MASK
+        else:
+            event_dict[key] = redact(val)
+    return event_dict
+
+
+def _format_exc_redacted(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    event_dict = structlog.processors.format_exc_info(logger, method, event_dict)
+    if isinstance(event_dict.get("exception"), str):
+        event_dict["exception"] = _mask_text(event_dict["exception"])
+    return event_dict
+
+
+def configure_logging(
+    *, json: bool | None = None, level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Readable lines on a terminal, JSON lines otherwise (or when ``json`` is true).
+
+    Logs go to stderr so that ``--json`` output on stdout stays one clean object.
+    """
+    out = stream if stream is not None else sys.stderr
+    as_json = (not out.isatty()) if json is None else json
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_processor,
+    ]
+    if as_json:
+        processors += [_format_exc_redacted, structlog.processors.JSONRenderer()]
+    else:
+        processors += [structlog.dev.ConsoleRenderer(colors=False)]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str | None = None, **initial: Any) -> Any:
+    """A structlog logger bound with ``logger=name``."""
+    log = structlog.get_logger()
+    if name:
+        initial = {"logger": name, **initial}
+    return log.bind(**initial) if initial else log
