@@ -1,0 +1,48 @@
+"""ilinkbot's store: accounts, cursors, peers, inbox, outbox and user data.
+
+SQLite by default (``$ILINKBOT_HOME/ilinkbot.db``), PostgreSQL when the database URL says so,
+one repository API over both. The store sits at the bottom of ilinkbot's layers and imports
+none of ``ilink``, ``cdn`` or ``bot``.
+"""
+
+from .engine import default_home, resolve_url
+from .migrations import SCHEMA_VERSION, SchemaTooNewError
+from .models import (
+    Account,
+    AccountState,
+    InboundRecord,
+    InboxRow,
+    OutboxRow,
+    OutboxState,
+    Peer,
+    PendingLogin,
+)
+from .repository import (
+    InvalidTransitionError,
+    NotFoundError,
+    Store,
+    StoreError,
+    UnknownAccountError,
+    new_client_id,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Account",
+    "AccountState",
+    "InboundRecord",
+    "InboxRow",
+    "InvalidTransitionError",
+    "NotFoundError",
+    "OutboxRow",
+    "OutboxState",
+    "Peer",
+    "PendingLogin",
+    "SchemaTooNewError",
+    "Store",
+    "StoreError",
+    "UnknownAccountError",
+    "default_home",
+    "new_client_id",
+    "resolve_url",
+]

@@ -1,0 +1,1149 @@
+"""The repository: one API over SQLite and PostgreSQL.
+
+Every public method is one transaction. Write transactions take SQLite's write lock up front
+(``BEGIN IMMEDIATE``, see :mod:`store.engine`); on PostgreSQL (READ COMMITTED) they rely on
+single-statement upserts / increments, row locks (``FOR UPDATE``, ``SKIP LOCKED`` for claims)
+and a per-account advisory lock around batch recording. Read-only methods use deferred
+transactions and never wait for the writer.
+
+The object is thread-safe (it holds only the engine and its pool) and several processes may
+open the same database.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+
+from . import migrations
+from .engine import BEGIN_MODE_OPTION, create_store_engine, resolve_url
+from .models import (
+    Account,
+    AccountState,
+    InboundRecord,
+    InboxRow,
+    OutboxRow,
+    OutboxState,
+    Peer,
+    PendingLogin,
+    UTCDateTime,
+    accounts,
+    cursors,
+    inbox,
+    leases,
+    outbox,
+    peers,
+    pending_login,
+    require_aware,
+    user_data,
+)
+
+__all__ = [
+    "InvalidTransitionError",
+    "NotFoundError",
+    "Store",
+    "StoreError",
+    "UnknownAccountError",
+    "new_client_id",
+]
+
+log = structlog.get_logger(__name__)
+
+# PostgreSQL advisory-lock namespace for "one batch recorder per account at a time".
+_PG_BATCH_LOCK_NAMESPACE = 0x696D
+
+
+class StoreError(Exception):
+    """Base class of the store's own errors."""
+
+
+class NotFoundError(StoreError, KeyError):
+    """No row with that id."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "not found"
+
+
+class UnknownAccountError(NotFoundError):
+    """The bot id is not a saved account."""
+
+
+class InvalidTransitionError(StoreError, ValueError):
+    """The row's state does not allow that operation (e.g. retrying a sent message)."""
+
+
+def new_client_id() -> str:
+    """``ilinkbot:<epoch ms>-<8 hex>``: fixed when the outbox row is created."""
+    return f"ilinkbot:{int(time.time() * 1000)}-{secrets.token_hex(4)}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(value: datetime) -> BindParameter[datetime]:
+    """A timestamp literal typed as UTCDateTime (needed inside SQL functions)."""
+    return literal(value, UTCDateTime())
+
+
+_REOPENABLE = frozenset(
+    {OutboxState.FAILED, OutboxState.HELD, OutboxState.UNCONFIRMED, OutboxState.DEAD}
+)
+
+
+class Store:
+    """The ilinkbot store. Build it with :meth:`open`."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] | None = None) -> None:
+        self._engine = engine
+        self._clock = clock or _utcnow
+        self._pg = engine.dialect.name == "postgresql"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(
+        cls,
+        database_url: str | None = None,
+        *,
+        home: Path | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> Store:
+        """Open (creating and migrating as needed) the store.
+
+        ``database_url`` None: SQLite at ``(home or $ILINKBOT_HOME or ~/.ilinkbot)/ilinkbot.db``,
+        directory 0700 and file 0600. ``sqlite:///path`` or ``postgresql+psycopg://...``
+        otherwise. ``clock`` (aware UTC ``now``) is for tests.
+        """
+        url = resolve_url(database_url, home)
+        engine = create_store_engine(url)
+        try:
+            migrations.migrate(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        log.debug(
+            "store_opened",
+            url=url.render_as_string(hide_password=True),
+            dialect=engine.dialect.name,
+        )
+        return cls(engine, clock=clock)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._engine.dialect.name
+
+    @property
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            version = migrations.current_version(conn)
+        return version or 0
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._engine.begin() as conn:  # BEGIN IMMEDIATE on SQLite
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            conn.execution_options(**{BEGIN_MODE_OPTION: "DEFERRED"})
+            with conn.begin():
+                yield conn
+
+    def _now(self) -> datetime:
+        return require_aware(self._clock(), "clock()")
+
+    def _insert(self, table: Any) -> Any:
+        """A dialect INSERT supporting ON CONFLICT (same API on both engines)."""
+        return pg.insert(table) if self._pg else sqlite_dialect.insert(table)
+
+    def _require_account(self, conn: Connection, bot_id: str) -> None:
+        found = conn.execute(
+            select(accounts.c.bot_id).where(accounts.c.bot_id == bot_id)
+        ).first()
+        if found is None:
+            raise UnknownAccountError(f"unknown account {bot_id!r}")
+
+    def _outbox_for_update(self, conn: Connection, outbox_id: int) -> OutboxRow:
+        query = select(outbox).where(outbox.c.id == outbox_id)
+        if self._pg:
+            query = query.with_for_update()
+        row = conn.execute(query).mappings().first()
+        if row is None:
+            raise NotFoundError(f"no outbox row {outbox_id}")
+        return _outbox_row(row)
+
+    def _outbox_by_id(self, conn: Connection, outbox_id: int) -> OutboxRow:
+        row = conn.execute(select(outbox).where(outbox.c.id == outbox_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"no outbox row {outbox_id}")
+        return _outbox_row(row)
+
+    def _outbox_by_ids(self, conn: Connection, ids: Sequence[int]) -> list[OutboxRow]:
+        if not ids:
+            return []
+        rows = conn.execute(
+            select(outbox).where(outbox.c.id.in_(list(ids))).order_by(outbox.c.id)
+        ).mappings()
+        return [_outbox_row(r) for r in rows]
+
+    # ------------------------------------------------------------------ accounts
+
+    def save_account(
+        self,
+        bot_id: str,
+        *,
+        token: str,
+        base_url: str | None,
+        owner_user_id: str | None,
+    ) -> Account:
+        """Insert or update an account after a login: state active, ``last_used_at`` now.
+
+        Empty/None ``base_url`` or ``owner_user_id`` keep the stored value (new non-empty
+        values win, as the protocol's reference client merges them).
+        """
+        if not bot_id:
+            raise ValueError("bot_id must be non-empty")
+        if not token:
+            raise ValueError("token must be non-empty")
+        now = self._now()
+        base_url = base_url or None
+        owner_user_id = owner_user_id or None
+        stmt = self._insert(accounts).values(
+            bot_id=bot_id,
+            token=token,
+            base_url=base_url,
+            owner_user_id=owner_user_id,
+            state=AccountState.ACTIVE.value,
+            created_at=now,
+            updated_at=now,
+            last_used_at=now,
+            token_saved_at=now,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[accounts.c.bot_id],
+            set_={
+                "token": stmt.excluded.token,
+                "base_url": func.coalesce(stmt.excluded.base_url, accounts.c.base_url),
+                "owner_user_id": func.coalesce(
+                    stmt.excluded.owner_user_id, accounts.c.owner_user_id
+                ),
+                "state": AccountState.ACTIVE.value,
+                "updated_at": now,
+                "last_used_at": now,
+                "token_saved_at": now,
+            },
+        )
+        with self._write() as conn:
+            conn.execute(stmt)
+            row = conn.execute(select(accounts).where(accounts.c.bot_id == bot_id)).mappings()
+            account = _account(row.one())
+        log.info("account_saved", bot_id=bot_id)
+        return account
+
+    def get_account(self, bot_id: str) -> Account | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(accounts).where(accounts.c.bot_id == bot_id)
+            ).mappings().first()
+        return _account(row) if row is not None else None
+
+    def list_accounts(self) -> list[Account]:
+        """All accounts, most recently used first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(accounts).order_by(accounts.c.last_used_at.desc(), accounts.c.bot_id)
+            ).mappings()
+            return [_account(r) for r in rows]
+
+    def set_account_state(self, bot_id: str, state: AccountState | str) -> None:
+        state = AccountState(state)
+        with self._write() as conn:
+            result = conn.execute(
+                update(accounts)
+                .where(accounts.c.bot_id == bot_id)
+                .values(state=state.value, updated_at=self._now())
+            )
+            if result.rowcount == 0:
+                raise UnknownAccountError(f"unknown account {bot_id!r}")
+        log.info("account_state", bot_id=bot_id, state=state.value)
+
+    def logout(self, bot_id: str) -> None:
+        """Forget the token, mark logged out; cursor, peers, inbox and outbox stay."""
+        with self._write() as conn:
+            result = conn.execute(
+                update(accounts)
+                .where(accounts.c.bot_id == bot_id)
+                .values(
+                    token=None,
+                    token_saved_at=None,
+                    state=AccountState.LOGGED_OUT.value,
+                    updated_at=self._now(),
+                )
+            )
+            if result.rowcount == 0:
+                raise UnknownAccountError(f"unknown account {bot_id!r}")
+        log.info("account_logged_out", bot_id=bot_id)
+
+    def touch_account(self, bot_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                update(accounts)
+                .where(accounts.c.bot_id == bot_id)
+                .values(last_used_at=self._now())
+            )
+
+    def local_tokens(self, limit: int = 10) -> list[str]:
+        """Non-empty stored tokens, newest registration first (for ``local_token_list``)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(accounts.c.token)
+                .where(accounts.c.token.is_not(None), accounts.c.token != "")
+                .order_by(accounts.c.created_at.desc(), accounts.c.bot_id.desc())
+                .limit(limit)
+            ).scalars()
+            return [str(t) for t in rows]
+
+    def delete_account(self, bot_id: str) -> bool:
+        """Remove the account and everything kept for it. True if it existed."""
+        with self._write() as conn:
+            conn.execute(delete(leases).where(leases.c.bot_id == bot_id))
+            # Children first: do not depend on ON DELETE CASCADE having been honoured.
+            for table in (user_data, outbox, inbox, peers, cursors):
+                conn.execute(delete(table).where(table.c.bot_id == bot_id))
+            result = conn.execute(delete(accounts).where(accounts.c.bot_id == bot_id))
+            existed = result.rowcount > 0
+        if existed:
+            log.info("account_deleted", bot_id=bot_id)
+        return existed
+
+    # ------------------------------------------------------------------ pending QR login
+
+    def save_pending_login(
+        self,
+        *,
+        qrcode: str,
+        qr_url: str,
+        poll_base: str,
+        png_path: str | Path | None,
+        issued_at: datetime,
+    ) -> PendingLogin:
+        """Remember the QR login in progress (one at a time; a new one replaces it)."""
+        login = PendingLogin(
+            qrcode=qrcode,
+            qr_url=qr_url,
+            poll_base=poll_base,
+            png_path=str(png_path) if png_path is not None else None,
+            issued_at=require_aware(issued_at, "issued_at"),
+        )
+        values = {
+            "qrcode": login.qrcode,
+            "qr_url": login.qr_url,
+            "poll_base": login.poll_base,
+            "png_path": login.png_path,
+            "issued_at": login.issued_at,
+        }
+        stmt = self._insert(pending_login).values(id=1, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=[pending_login.c.id], set_=values)
+        with self._write() as conn:
+            conn.execute(stmt)
+        return login
+
+    def get_pending_login(self) -> PendingLogin | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(pending_login).where(pending_login.c.id == 1)
+            ).mappings().first()
+        if row is None:
+            return None
+        return PendingLogin(
+            qrcode=row["qrcode"],
+            qr_url=row["qr_url"],
+            poll_base=row["poll_base"],
+            png_path=row["png_path"],
+            issued_at=row["issued_at"],
+        )
+
+    def clear_pending_login(self) -> None:
+        with self._write() as conn:
+            conn.execute(delete(pending_login))
+
+    # ------------------------------------------------------------------ cursor and inbox
+
+    def get_cursor(self, bot_id: str) -> str:
+        """The stored ``get_updates_buf``; ``""`` when none."""
+        with self._read() as conn:
+            value = conn.execute(
+                select(cursors.c.cursor).where(cursors.c.bot_id == bot_id)
+            ).scalar_one_or_none()
+        return value or ""
+
+    def record_batch(
+        self, bot_id: str, records: Sequence[InboundRecord], new_cursor: str
+    ) -> list[InboxRow]:
+        """Record one getupdates answer atomically.
+
+        In one transaction: insert the messages not seen before (by ``(bot_id, message_id)``),
+        update each writing user's peer (newest context token, ``last_inbound_at``, reply
+        window reset, first/last seen), and advance the cursor if ``new_cursor`` is non-empty.
+        Returns the newly inserted rows, in batch order. A crash at any point leaves either
+        everything or nothing, so the cursor never gets ahead of the inbox.
+        """
+        now = self._now()
+        raws = [record.raw_dict() for record in records]  # validate before taking the lock
+        with self._write() as conn:
+            if self._pg:
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:ns, hashtext(:bot))"),
+                    {"ns": _PG_BATCH_LOCK_NAMESPACE, "bot": bot_id},
+                )
+            self._require_account(conn, bot_id)
+            new_ids: list[int] = []
+            # user -> (token, inbound time) folded over the new messages in batch order
+            latest: dict[str, tuple[str | None, datetime]] = {}
+            for record, raw in zip(records, raws, strict=True):
+                stmt = (
+                    self._insert(inbox)
+                    .values(
+                        bot_id=bot_id,
+                        message_id=record.message_id,
+                        user_id=record.user_id,
+                        context_token=record.context_token or None,
+                        raw=raw,
+                        created_at=record.created_at,
+                        received_at=now,
+                        attempts=0,
+                    )
+                    .on_conflict_do_nothing(index_elements=[inbox.c.bot_id, inbox.c.message_id])
+                    .returning(inbox.c.id)
+                )
+                new_id = conn.execute(stmt).scalar_one_or_none()
+                if new_id is None:
+                    continue
+                new_ids.append(int(new_id))
+                if not record.is_user:
+                    continue
+                inbound_at = min(record.created_at or now, now)
+                token, previous_at = latest.get(record.user_id, (None, inbound_at))
+                latest[record.user_id] = (
+                    record.context_token or token,
+                    max(previous_at, inbound_at),
+                )
+            # Sorted, so that concurrent writers lock peer rows in one order (PostgreSQL).
+            for user_id in sorted(latest):
+                token, inbound_at = latest[user_id]
+                self._touch_peer(conn, bot_id, user_id, token, inbound_at, now)
+            if new_cursor:
+                stmt = self._insert(cursors).values(
+                    bot_id=bot_id, cursor=new_cursor, updated_at=now
+                )
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[cursors.c.bot_id],
+                    set_={"cursor": stmt.excluded.cursor, "updated_at": now},
+                )
+                conn.execute(stmt)
+            rows = conn.execute(
+                select(inbox).where(inbox.c.id.in_(new_ids)).order_by(inbox.c.id)
+            ).mappings()
+            inserted = [_inbox_row(r) for r in rows] if new_ids else []
+        if records:
+            log.debug(
+                "batch_recorded",
+                bot_id=bot_id,
+                received=len(records),
+                new=len(inserted),
+                cursor_advanced=bool(new_cursor),
+            )
+        return inserted
+
+    def _touch_peer(
+        self,
+        conn: Connection,
+        bot_id: str,
+        user_id: str,
+        token: str | None,
+        inbound_at: datetime,
+        now: datetime,
+    ) -> None:
+        stmt = self._insert(peers).values(
+            bot_id=bot_id,
+            user_id=user_id,
+            context_token=token,
+            last_inbound_at=inbound_at,
+            sent_since_inbound=0,
+            first_seen_at=now,
+            last_seen_at=now,
+        )
+        ex = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[peers.c.bot_id, peers.c.user_id],
+            set_={
+                "context_token": func.coalesce(ex.context_token, peers.c.context_token),
+                "last_inbound_at": case(
+                    (
+                        peers.c.last_inbound_at.is_(None)
+                        | (peers.c.last_inbound_at < ex.last_inbound_at),
+                        ex.last_inbound_at,
+                    ),
+                    else_=peers.c.last_inbound_at,
+                ),
+                "sent_since_inbound": 0,
+                "first_seen_at": func.coalesce(peers.c.first_seen_at, ex.first_seen_at),
+                "last_seen_at": ex.last_seen_at,
+            },
+        )
+        conn.execute(stmt)
+
+    def unhandled(self, bot_id: str, limit: int | None = None) -> list[InboxRow]:
+        """Inbox rows neither handled nor dead, in arrival order."""
+        query = (
+            select(inbox)
+            .where(
+                inbox.c.bot_id == bot_id,
+                inbox.c.handled_at.is_(None),
+                inbox.c.dead_at.is_(None),
+            )
+            .order_by(inbox.c.id)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return [_inbox_row(r) for r in conn.execute(query).mappings()]
+
+    def get_inbox(self, inbox_id: int) -> InboxRow | None:
+        with self._read() as conn:
+            row = conn.execute(select(inbox).where(inbox.c.id == inbox_id)).mappings().first()
+        return _inbox_row(row) if row is not None else None
+
+    def mark_handled(self, inbox_id: int) -> None:
+        with self._write() as conn:
+            result = conn.execute(
+                update(inbox)
+                .where(inbox.c.id == inbox_id)
+                .values(handled_at=func.coalesce(inbox.c.handled_at, _ts(self._now())))
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"no inbox row {inbox_id}")
+
+    def record_handler_failure(
+        self, inbox_id: int, error: str, *, max_attempts: int
+    ) -> InboxRow:
+        """attempts += 1, keep the error; the row is dead once attempts >= max_attempts."""
+        now = self._now()
+        with self._write() as conn:
+            result = conn.execute(
+                update(inbox)
+                .where(inbox.c.id == inbox_id)
+                .values(
+                    attempts=inbox.c.attempts + 1,
+                    last_error=error,
+                    dead_at=case(
+                        (
+                            inbox.c.attempts + 1 >= max_attempts,
+                            func.coalesce(inbox.c.dead_at, _ts(now)),
+                        ),
+                        else_=inbox.c.dead_at,
+                    ),
+                )
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"no inbox row {inbox_id}")
+            row = _inbox_row(
+                conn.execute(select(inbox).where(inbox.c.id == inbox_id)).mappings().one()
+            )
+        if row.dead:
+            log.warning(
+                "inbox_dead", bot_id=row.bot_id, inbox_id=inbox_id, attempts=row.attempts
+            )
+        return row
+
+    def dead_inbox(self, bot_id: str) -> list[InboxRow]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(inbox)
+                .where(inbox.c.bot_id == bot_id, inbox.c.dead_at.is_not(None))
+                .order_by(inbox.c.id)
+            ).mappings()
+            return [_inbox_row(r) for r in rows]
+
+    # ------------------------------------------------------------------ peers
+
+    def get_peer(self, bot_id: str, user_id: str) -> Peer | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(peers).where(peers.c.bot_id == bot_id, peers.c.user_id == user_id)
+            ).mappings().first()
+        return _peer(row) if row is not None else None
+
+    def list_peers(self, bot_id: str) -> list[Peer]:
+        """Peers of an account, most recently seen first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(peers)
+                .where(peers.c.bot_id == bot_id)
+                .order_by(peers.c.last_seen_at.desc().nulls_last(), peers.c.user_id)
+            ).mappings()
+            return [_peer(r) for r in rows]
+
+    def set_alias(self, bot_id: str, user_id: str, alias: str | None) -> None:
+        """Name a user (unique per account); None clears. Creates the peer if unknown."""
+        alias = alias or None
+        with self._write() as conn:
+            self._require_account(conn, bot_id)
+            if alias is not None:
+                owner = conn.execute(
+                    select(peers.c.user_id).where(
+                        peers.c.bot_id == bot_id, peers.c.alias == alias
+                    )
+                ).scalar_one_or_none()
+                if owner is not None and owner != user_id:
+                    raise InvalidTransitionError(
+                        f"alias {alias!r} already names {owner!r} on {bot_id!r}"
+                    )
+            stmt = self._insert(peers).values(
+                bot_id=bot_id, user_id=user_id, alias=alias, sent_since_inbound=0
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[peers.c.bot_id, peers.c.user_id],
+                set_={"alias": stmt.excluded.alias},
+            )
+            conn.execute(stmt)
+
+    def resolve_alias(self, bot_id: str, alias: str) -> str | None:
+        with self._read() as conn:
+            value = conn.execute(
+                select(peers.c.user_id).where(peers.c.bot_id == bot_id, peers.c.alias == alias)
+            ).scalar_one_or_none()
+        return str(value) if value is not None else None
+
+    # ------------------------------------------------------------------ outbox
+
+    def enqueue(
+        self,
+        bot_id: str,
+        user_id: str,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        client_ids: Sequence[str] | None = None,
+        state: OutboxState | str = OutboxState.PENDING,
+        group: str | None = None,
+    ) -> list[OutboxRow]:
+        """Add one outbox row per payload, in order, in one transaction.
+
+        ``client_id`` is fixed here (generated unless given). Enqueuing a ``client_id`` that
+        already exists for the account returns the existing row untouched, so a handler re-run
+        after a crash does not send twice. ``state`` is ``pending`` or ``held``.
+        """
+        items = list(items)
+        if client_ids is not None and len(client_ids) != len(items):
+            raise ValueError("client_ids must have one id per item")
+        if client_ids is not None and len(set(client_ids)) != len(client_ids):
+            raise ValueError("client_ids must be distinct")
+        state = OutboxState(state)
+        if state not in (OutboxState.PENDING, OutboxState.HELD):
+            raise ValueError(f"cannot enqueue in state {state.value!r}")
+        if not user_id:
+            raise ValueError("user_id must be non-empty")
+        payloads = [dict(item) for item in items]
+        now = self._now()
+        ids: list[int] = []
+        with self._write() as conn:
+            self._require_account(conn, bot_id)
+            for seq, payload in enumerate(payloads):
+                given = client_ids[seq] if client_ids is not None else None
+                while True:
+                    client_id = given or new_client_id()
+                    stmt = (
+                        self._insert(outbox)
+                        .values(
+                            bot_id=bot_id,
+                            user_id=user_id,
+                            client_id=client_id,
+                            payload=payload,
+                            state=state.value,
+                            attempts=0,
+                            seq=seq,
+                            group_key=group,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                        .on_conflict_do_nothing(
+                            index_elements=[outbox.c.bot_id, outbox.c.client_id]
+                        )
+                        .returning(outbox.c.id)
+                    )
+                    new_id = conn.execute(stmt).scalar_one_or_none()
+                    if new_id is not None:
+                        ids.append(int(new_id))
+                        break
+                    if given is None:
+                        continue  # a generated id collided: draw another
+                    existing = conn.execute(
+                        select(outbox.c.id, outbox.c.user_id).where(
+                            outbox.c.bot_id == bot_id, outbox.c.client_id == given
+                        )
+                    ).one()
+                    if existing.user_id != user_id:
+                        log.warning(
+                            "outbox_client_id_reused",
+                            bot_id=bot_id,
+                            client_id=given,
+                            outbox_id=existing.id,
+                        )
+                    ids.append(int(existing.id))
+                    break
+            by_id = {row.id: row for row in self._outbox_by_ids(conn, ids)}
+        return [by_id[i] for i in ids]
+
+    def claim(
+        self,
+        bot_id: str,
+        *,
+        limit: int = 10,
+        user_id: str | None = None,
+        ids: Sequence[int] | None = None,
+        lease_seconds: float = 60,
+    ) -> list[OutboxRow]:
+        """Take rows to send: ``pending`` (or ``sending`` with an expired lease) -> ``sending``.
+
+        attempts += 1 and ``claimed_until = now + lease_seconds``. Rows come in enqueue order.
+        Without ``ids``, a user with a row in flight (sending, lease alive) is skipped, so two
+        senders never interleave one user's messages; with ``ids``, exactly those rows are
+        claimed if claimable and ``limit`` is ignored. No row is ever handed to two claimers:
+        ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the write lock on SQLite.
+        """
+        now = self._now()
+        until = now + timedelta(seconds=lease_seconds)
+        claimable = (outbox.c.state == OutboxState.PENDING.value) | (
+            (outbox.c.state == OutboxState.SENDING.value) & (outbox.c.claimed_until < now)
+        )
+        query = (
+            select(outbox.c.id, outbox.c.state)
+            .where(outbox.c.bot_id == bot_id, claimable)
+            .order_by(outbox.c.id)
+        )
+        if user_id is not None:
+            query = query.where(outbox.c.user_id == user_id)
+        if ids is not None:
+            if not ids:
+                return []
+            query = query.where(outbox.c.id.in_(list(ids)))
+        else:
+            if limit <= 0:
+                return []
+            busy = outbox.alias("busy")
+            in_flight: ColumnElement[bool] = exists().where(
+                busy.c.bot_id == outbox.c.bot_id,
+                busy.c.user_id == outbox.c.user_id,
+                busy.c.state == OutboxState.SENDING.value,
+                busy.c.claimed_until >= now,
+            )
+            query = query.where(~in_flight).limit(limit)
+        if self._pg:
+            query = query.with_for_update(of=outbox, skip_locked=True)
+        with self._write() as conn:
+            candidates = conn.execute(query).all()
+            if not candidates:
+                return []
+            claimed = [int(c.id) for c in candidates]
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(claimed))
+                .values(
+                    state=OutboxState.SENDING.value,
+                    attempts=outbox.c.attempts + 1,
+                    claimed_until=until,
+                    updated_at=now,
+                )
+            )
+            rows = self._outbox_by_ids(conn, claimed)
+        expired = [int(c.id) for c in candidates if c.state == OutboxState.SENDING.value]
+        if expired:
+            log.warning("outbox_lease_expired_reclaimed", bot_id=bot_id, outbox_ids=expired)
+        return rows
+
+    def _peer_sent(self, conn: Connection, row: OutboxRow) -> None:
+        conn.execute(
+            update(peers)
+            .where(peers.c.bot_id == row.bot_id, peers.c.user_id == row.user_id)
+            .values(sent_since_inbound=peers.c.sent_since_inbound + 1)
+        )
+
+    def mark_sent(self, outbox_id: int, message_id: str | None) -> OutboxRow:
+        """State ``sent`` (+ server message id); counts against the peer's reply window."""
+        now = self._now()
+        with self._write() as conn:
+            row = self._outbox_for_update(conn, outbox_id)
+            if row.state == OutboxState.SENT:
+                if message_id and not row.message_id:
+                    conn.execute(
+                        update(outbox)
+                        .where(outbox.c.id == outbox_id)
+                        .values(message_id=message_id, updated_at=now)
+                    )
+                    return self._outbox_by_id(conn, outbox_id)
+                return row
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == outbox_id)
+                .values(
+                    state=OutboxState.SENT.value,
+                    message_id=message_id or None,
+                    last_error=None,
+                    claimed_until=None,
+                    sent_at=now,
+                    updated_at=now,
+                )
+            )
+            self._peer_sent(conn, row)
+            return self._outbox_by_id(conn, outbox_id)
+
+    def mark_unconfirmed(self, outbox_id: int, reason: str) -> OutboxRow:
+        """ret=0 without a message id: accepted, delivery unknown. Counts against the window."""
+        now = self._now()
+        with self._write() as conn:
+            row = self._outbox_for_update(conn, outbox_id)
+            if row.state in (OutboxState.SENT, OutboxState.UNCONFIRMED):
+                return row
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == outbox_id)
+                .values(
+                    state=OutboxState.UNCONFIRMED.value,
+                    last_error=reason,
+                    claimed_until=None,
+                    sent_at=now,
+                    updated_at=now,
+                )
+            )
+            self._peer_sent(conn, row)
+            result = self._outbox_by_id(conn, outbox_id)
+        log.warning("outbox_unconfirmed", bot_id=row.bot_id, outbox_id=outbox_id)
+        return result
+
+    def mark_held(self, outbox_id: int, reason: str) -> OutboxRow:
+        """Park the row (reply window closed, quota used); :meth:`release_held` re-queues it."""
+        with self._write() as conn:
+            row = self._outbox_for_update(conn, outbox_id)
+            if row.state in (OutboxState.SENT, OutboxState.DEAD):
+                return row
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == outbox_id)
+                .values(
+                    state=OutboxState.HELD.value,
+                    last_error=reason,
+                    claimed_until=None,
+                    updated_at=self._now(),
+                )
+            )
+            return self._outbox_by_id(conn, outbox_id)
+
+    def mark_failed(
+        self, outbox_id: int, error: str, *, retryable: bool, max_attempts: int
+    ) -> OutboxRow:
+        """Retryable and attempts < max_attempts: back to ``pending``; else ``failed``."""
+        with self._write() as conn:
+            row = self._outbox_for_update(conn, outbox_id)
+            if row.state in (OutboxState.SENT, OutboxState.DEAD):
+                return row
+            again = retryable and row.attempts < max_attempts
+            state = OutboxState.PENDING if again else OutboxState.FAILED
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == outbox_id)
+                .values(
+                    state=state.value,
+                    last_error=error,
+                    claimed_until=None,
+                    updated_at=self._now(),
+                )
+            )
+            result = self._outbox_by_id(conn, outbox_id)
+        if not again:
+            log.warning(
+                "outbox_failed", bot_id=row.bot_id, outbox_id=outbox_id, attempts=row.attempts
+            )
+        return result
+
+    def release_held(self, bot_id: str, user_id: str) -> list[OutboxRow]:
+        """``held`` -> ``pending`` for that user (call it when the user writes), in order."""
+        with self._write() as conn:
+            released = conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.bot_id == bot_id,
+                    outbox.c.user_id == user_id,
+                    outbox.c.state == OutboxState.HELD.value,
+                )
+                .values(state=OutboxState.PENDING.value, updated_at=self._now())
+                .returning(outbox.c.id)
+            ).scalars()
+            rows = self._outbox_by_ids(conn, sorted(int(i) for i in released))
+        if rows:
+            log.info("outbox_released", bot_id=bot_id, count=len(rows))
+        return rows
+
+    def list_outbox(
+        self,
+        bot_id: str | None = None,
+        *,
+        state: OutboxState | str | Sequence[OutboxState | str] | None = None,
+        user_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[OutboxRow]:
+        """Outbox rows in enqueue order, filtered by account, state(s) and user."""
+        query = select(outbox).order_by(outbox.c.id)
+        if bot_id is not None:
+            query = query.where(outbox.c.bot_id == bot_id)
+        if user_id is not None:
+            query = query.where(outbox.c.user_id == user_id)
+        if state is not None:
+            states = [state] if isinstance(state, str) else list(state)
+            query = query.where(outbox.c.state.in_([OutboxState(s).value for s in states]))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return [_outbox_row(r) for r in conn.execute(query).mappings()]
+
+    def get_outbox(self, outbox_id: int) -> OutboxRow | None:
+        with self._read() as conn:
+            row = conn.execute(select(outbox).where(outbox.c.id == outbox_id)).mappings().first()
+        return _outbox_row(row) if row is not None else None
+
+    def retry_outbox(self, outbox_id: int) -> OutboxRow:
+        """failed / held / unconfirmed / dead (or an expired sending) -> pending, attempts 0."""
+        now = self._now()
+        with self._write() as conn:
+            row = self._outbox_for_update(conn, outbox_id)
+            if row.state == OutboxState.PENDING:
+                return row
+            stale = row.state == OutboxState.SENDING and (
+                row.claimed_until is None or row.claimed_until < now
+            )
+            if row.state not in _REOPENABLE and not stale:
+                raise InvalidTransitionError(
+                    f"outbox row {outbox_id} is {row.state.value}, cannot retry"
+                )
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == outbox_id)
+                .values(
+                    state=OutboxState.PENDING.value,
+                    attempts=0,
+                    claimed_until=None,
+                    updated_at=now,
+                )
+            )
+            return self._outbox_by_id(conn, outbox_id)
+
+    def drop_outbox(self, outbox_id: int) -> OutboxRow:
+        """-> ``dead`` (kept for history). A sent row cannot be dropped."""
+        with self._write() as conn:
+            row = self._outbox_for_update(conn, outbox_id)
+            if row.state == OutboxState.DEAD:
+                return row
+            if row.state == OutboxState.SENT:
+                raise InvalidTransitionError(f"outbox row {outbox_id} was already sent")
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == outbox_id)
+                .values(state=OutboxState.DEAD.value, claimed_until=None, updated_at=self._now())
+            )
+            return self._outbox_by_id(conn, outbox_id)
+
+    def update_outbox_payload(self, outbox_id: int, payload: Mapping[str, Any]) -> OutboxRow:
+        with self._write() as conn:
+            result = conn.execute(
+                update(outbox)
+                .where(outbox.c.id == outbox_id)
+                .values(payload=dict(payload), updated_at=self._now())
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"no outbox row {outbox_id}")
+            return self._outbox_by_id(conn, outbox_id)
+
+    # ------------------------------------------------------------------ user data
+
+    def get_user_data(self, bot_id: str, user_id: str) -> dict[str, Any]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(user_data.c.key, user_data.c.value)
+                .where(user_data.c.bot_id == bot_id, user_data.c.user_id == user_id)
+                .order_by(user_data.c.key)
+            ).all()
+        return {str(r.key): r.value for r in rows}
+
+    def set_user_value(self, bot_id: str, user_id: str, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value under ``key`` for that user."""
+        now = self._now()
+        stmt = self._insert(user_data).values(
+            bot_id=bot_id, user_id=user_id, key=key, value=value, updated_at=now
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[user_data.c.bot_id, user_data.c.user_id, user_data.c.key],
+            set_={"value": stmt.excluded.value, "updated_at": now},
+        )
+        with self._write() as conn:
+            self._require_account(conn, bot_id)
+            conn.execute(stmt)
+
+    def delete_user_value(self, bot_id: str, user_id: str, key: str) -> bool:
+        with self._write() as conn:
+            result = conn.execute(
+                delete(user_data).where(
+                    user_data.c.bot_id == bot_id,
+                    user_data.c.user_id == user_id,
+                    user_data.c.key == key,
+                )
+            )
+            return result.rowcount > 0
+
+    # ------------------------------------------------------------------ polling leases
+
+    def acquire_lease(self, bot_id: str, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew the account's polling lease; True if it is now ``owner``'s.
+
+        Succeeds when the lease is free, expired (a crashed holder) or already ``owner``'s.
+        """
+        now = self._now()
+        expires = now + timedelta(seconds=ttl_seconds)
+        stmt = self._insert(leases).values(
+            bot_id=bot_id, owner=owner, acquired_at=now, expires_at=expires
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[leases.c.bot_id],
+            set_={
+                "owner": stmt.excluded.owner,
+                "acquired_at": case(
+                    (leases.c.owner == stmt.excluded.owner, leases.c.acquired_at),
+                    else_=stmt.excluded.acquired_at,
+                ),
+                "expires_at": stmt.excluded.expires_at,
+            },
+            where=(leases.c.owner == stmt.excluded.owner) | (leases.c.expires_at < now),
+        ).returning(leases.c.owner)
+        with self._write() as conn:
+            got = conn.execute(stmt).scalar_one_or_none()
+        return got is not None
+
+    def release_lease(self, bot_id: str, owner: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(leases).where(leases.c.bot_id == bot_id, leases.c.owner == owner))
+
+    def lease_holder(self, bot_id: str) -> str | None:
+        """The current holder, or None if the lease is free or expired."""
+        with self._read() as conn:
+            value = conn.execute(
+                select(leases.c.owner).where(
+                    leases.c.bot_id == bot_id, leases.c.expires_at >= self._now()
+                )
+            ).scalar_one_or_none()
+        return str(value) if value is not None else None
+
+
+# ---------------------------------------------------------------------- row conversion
+
+
+def _account(r: RowMapping) -> Account:
+    return Account(
+        bot_id=r["bot_id"],
+        token=r["token"],
+        base_url=r["base_url"],
+        owner_user_id=r["owner_user_id"],
+        state=AccountState(r["state"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        last_used_at=r["last_used_at"],
+        token_saved_at=r["token_saved_at"],
+    )
+
+
+def _peer(r: RowMapping) -> Peer:
+    return Peer(
+        bot_id=r["bot_id"],
+        user_id=r["user_id"],
+        context_token=r["context_token"],
+        last_inbound_at=r["last_inbound_at"],
+        sent_since_inbound=int(r["sent_since_inbound"]),
+        first_seen_at=r["first_seen_at"],
+        last_seen_at=r["last_seen_at"],
+        alias=r["alias"],
+    )
+
+
+def _inbox_row(r: RowMapping) -> InboxRow:
+    return InboxRow(
+        id=int(r["id"]),
+        bot_id=r["bot_id"],
+        message_id=r["message_id"],
+        user_id=r["user_id"],
+        context_token=r["context_token"],
+        raw=r["raw"],
+        created_at=r["created_at"],
+        received_at=r["received_at"],
+        handled_at=r["handled_at"],
+        attempts=int(r["attempts"]),
+        last_error=r["last_error"],
+        dead_at=r["dead_at"],
+    )
+
+
+def _outbox_row(r: RowMapping) -> OutboxRow:
+    return OutboxRow(
+        id=int(r["id"]),
+        bot_id=r["bot_id"],
+        user_id=r["user_id"],
+        client_id=r["client_id"],
+        payload=r["payload"],
+        state=OutboxState(r["state"]),
+        attempts=int(r["attempts"]),
+        last_error=r["last_error"],
+        message_id=r["message_id"],
+        seq=int(r["seq"]),
+        group=r["group_key"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        sent_at=r["sent_at"],
+        claimed_until=r["claimed_until"],
+    )
