@@ -55,7 +55,9 @@ class FakeCdn:
                 return httpx.Response(
                     200, json={"ret": 0, "upload_full_url": f"{CDN}/upload?fk={body['filekey']}"}
                 )
-            return httpx.Response(200, json={"ret": 0, "upload_param": "up/param+" + body["filekey"]})
+            return httpx.Response(
+                200, json={"ret": 0, "upload_param": "up/param+" + body["filekey"]}
+            )
         if url.path == "/c2c/upload":
             self.cdn_requests.append(request)
             body = await request.aread()
@@ -86,12 +88,17 @@ class StreamingSink(httpx.AsyncBaseTransport):
         self.max_chunk = 0
         self.total = 0
         self.sha = hashlib.sha256()
+        self.plain_sha = hashlib.sha256()
+        self.key = b""
         self.content_length: int | None = None
         self.transfer_encoding: str | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("getuploadurl"):
+            self.key = bytes.fromhex(json.loads(await request.aread())["aeskey"])
             return httpx.Response(200, json={"ret": 0, "upload_full_url": f"{CDN}/upload?x=1"})
+        dec = Cipher(algorithms.AES(self.key), modes.ECB()).decryptor()
+        unpadder = padding.PKCS7(128).unpadder()
         self.content_length = int(request.headers["content-length"])
         self.transfer_encoding = request.headers.get("transfer-encoding")
         stream = request.stream
@@ -100,6 +107,8 @@ class StreamingSink(httpx.AsyncBaseTransport):
             self.max_chunk = max(self.max_chunk, len(chunk))
             self.total += len(chunk)
             self.sha.update(chunk)
+            self.plain_sha.update(unpadder.update(dec.update(chunk)))
+        self.plain_sha.update(unpadder.update(dec.finalize()) + unpadder.finalize())
         return httpx.Response(200, headers={"x-encrypted-param": "p"})
 
 
