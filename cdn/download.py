@@ -384,7 +384,7 @@ async def download_media(
                 status = response.status_code
                 if not 200 <= status < 300:
                     body = b""
-                    async for part in response.aiter_raw():
+                    async for part in response.aiter_bytes():
                         body += part
                         if len(body) >= 300:
                             break
