@@ -144,8 +144,25 @@ def configure_logging(
 
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:
-    """A structlog logger bound with ``logger=name``."""
-    log = structlog.get_logger()
+    """A structlog logger bound with ``logger=name``.
+
+    It stays a lazy proxy: binding here would freeze structlog's *default* configuration
+    (stdout, no redaction) into module-level loggers created before
+    :func:`configure_logging` runs.
+    """
     if name:
         initial = {"logger": name, **initial}
-    return log.bind(**initial) if initial else log
+    return _LazyLogger(initial)
+
+
+class _LazyLogger:
+    """Resolves the current structlog configuration on every call, with bound values."""
+
+    def __init__(self, initial: dict[str, Any]) -> None:
+        self._initial = initial
+
+    def bind(self, **values: Any) -> _LazyLogger:
+        return _LazyLogger({**self._initial, **values})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(structlog.get_logger().bind(**self._initial), name)
