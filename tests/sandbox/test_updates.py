@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from ilink.sandbox import Sandbox
-
 from ilink.wire import encode_query_value
 
 from .helpers import Api, aes_decrypt
