@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NoReturn
 
-from ilink.wire import account_id_candidates
-
 from ..config import Config, load_config
 from ..exitcodes import Exit
 
@@ -74,33 +72,13 @@ class App:
 
     # ---- accounts -------------------------------------------------------------------
 
-    def account(self, wanted: str | None = None, *, active_only: bool = True) -> Any:
-        """The account named by ``--account`` (raw or normalised id), else the default:
-        the only active one, else the most recently used active one."""
+    def account(self, wanted: str | None = None, *, for_users: list[str] | None = None,
+                active_only: bool = True) -> Any:
+        """The account named by ``--account`` (raw or normalised id), else the default."""
+        from ..accounts import choose_account
+
         wanted = wanted if wanted is not None else getattr(self.args, "account", None)
-        accounts = self.store.list_accounts()
-        if wanted:
-            ids = set(account_id_candidates(wanted))
-            for acc in accounts:
-                if acc.bot_id in ids or account_id_candidates(acc.bot_id)[0] in ids:
-                    if active_only and acc.state != "active":
-                        if acc.state == "expired":
-                            self.fail(
-                                f"account {acc.bot_id} session expired: run `ilinkbot login`",
-                                Exit.SESSION_EXPIRED,
-                            )
-                        self.fail(
-                            f"account {acc.bot_id} is logged out: run `ilinkbot login`",
-                            Exit.NO_ACCOUNT,
-                        )
-                    return acc
-            self.fail(f"no account {wanted!r} (see `ilinkbot status`)", Exit.NO_ACCOUNT)
-        active = [a for a in accounts if a.state == "active"]
-        if not active:
-            if any(a.state == "expired" for a in accounts):
-                self.fail("the session expired: run `ilinkbot login`", Exit.SESSION_EXPIRED)
-            self.fail("no account logged in: run `ilinkbot login`", Exit.NO_ACCOUNT)
-        return active[0]  # list_accounts() is ordered by last use, newest first
+        return choose_account(self.store, wanted, for_users=for_users, active_only=active_only)
 
 
 Command = Callable[[App], int]

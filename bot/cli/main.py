@@ -12,6 +12,7 @@ from ilink import IlinkError, SessionExpired, __version__
 from ilink.log import configure_logging, get_logger
 
 from ..config import ConfigError
+from ..errors import BotError
 from ..exitcodes import Exit
 from .common import App, CliError
 
@@ -83,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.func(app))
     except CliError as exc:
         code = _report(json_out, str(exc), exc.code, exc.fields)
+    except BotError as exc:
+        code = _report(json_out, str(exc), exc.exit_code, {})
     except ConfigError as exc:
         code = _report(json_out, str(exc), Exit.USAGE, {})
     except SessionExpired:

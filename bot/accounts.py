@@ -1,0 +1,86 @@
+"""Choosing the account (and recipient) a command acts on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ilink.wire import account_id_candidates
+
+from .errors import AccountError, UnknownRecipient
+from .exitcodes import Exit
+
+__all__ = ["choose_account", "find_account", "resolve_recipient"]
+
+
+def find_account(store: Any, wanted: str) -> Any | None:
+    """The stored account named ``wanted``, raw (``abc@im.bot``) or normalised (``abc-im-bot``)."""
+    ids = set(account_id_candidates(wanted))
+    for acc in store.list_accounts():
+        if acc.bot_id in ids or account_id_candidates(acc.bot_id)[0] in ids:
+            return acc
+    return None
+
+
+def _usable(acc: Any) -> Any:
+    if acc.state == "expired":
+        raise AccountError(
+            f"account {acc.bot_id}: the session expired; run `ilinkbot login`",
+            Exit.SESSION_EXPIRED,
+        )
+    if acc.state != "active" or not acc.token:
+        raise AccountError(f"account {acc.bot_id} is logged out; run `ilinkbot login`")
+    return acc
+
+
+def choose_account(store: Any, wanted: str | None = None, *, for_users: list[str] | None = None,
+                   active_only: bool = True) -> Any:
+    """``wanted`` if given; else the only active account; else the one that knows all
+    ``for_users``; else the most recently used active one. Errors say what to do."""
+    if wanted:
+        acc = find_account(store, wanted)
+        if acc is None:
+            raise AccountError(f"no account {wanted!r}; see `ilinkbot status`")
+        return _usable(acc) if active_only else acc
+    accounts = store.list_accounts()
+    active = [a for a in accounts if a.state == "active" and a.token]
+    if not active:
+        if any(a.state == "expired" for a in accounts):
+            raise AccountError("the bot session expired; run `ilinkbot login`",
+                               Exit.SESSION_EXPIRED)
+        raise AccountError("no account is logged in; run `ilinkbot login`")
+    if len(active) == 1:
+        return active[0]
+    if for_users:
+        knowing = [a for a in active
+                   if all(_knows(store, a.bot_id, u) for u in for_users)]
+        if len(knowing) == 1:
+            return knowing[0]
+        if len(knowing) > 1:
+            names = ", ".join(a.bot_id for a in knowing)
+            raise AccountError(f"several accounts can reach {', '.join(for_users)} ({names}); "
+                               "choose one with --account")
+    first, second = active[0], active[1]
+    if first.last_used_at is not None and (second.last_used_at is None
+                                           or first.last_used_at > second.last_used_at):
+        return first
+    names = ", ".join(a.bot_id for a in active)
+    raise AccountError(f"several accounts are logged in ({names}); choose one with --account")
+
+
+def _knows(store: Any, bot_id: str, user: str) -> bool:
+    return store.get_peer(bot_id, user) is not None or store.resolve_alias(bot_id, user) is not None
+
+
+def resolve_recipient(store: Any, account: Any, to: str | None) -> str:
+    """A user id from an alias, a user id, or ``None`` (the account's owner)."""
+    if not to:
+        if not account.owner_user_id:
+            raise UnknownRecipient(f"account {account.bot_id} has no owner; use --to USER")
+        return str(account.owner_user_id)
+    alias = store.resolve_alias(account.bot_id, to)
+    if alias:
+        return str(alias)
+    if "@" in to:
+        return to
+    raise UnknownRecipient(f"unknown recipient {to!r}: not an alias of {account.bot_id} "
+                           "and not a user id (user ids look like xxx@im.wechat)")

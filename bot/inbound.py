@@ -1,0 +1,61 @@
+"""Taking in a getupdates batch: store it (inbox, cursor, context tokens in one
+transaction), then release what was held for the users who just wrote."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from ilink import UpdatesBatch, WeixinMessage
+from ilink.log import get_logger, register_secret
+from store import InboundRecord
+
+from .outbox import Outbox
+
+__all__ = ["absorb_batch", "inbound_record"]
+
+_log = get_logger("ilinkbot.inbound")
+
+
+def inbound_record(msg: WeixinMessage | Any) -> InboundRecord:
+    """The store record of one inbound message; a malformed entry is kept too, under a
+    content-derived id, so it is logged and stored rather than lost or crashing the loop."""
+    if isinstance(msg, WeixinMessage):
+        raw = msg.to_dict()
+        mid = msg.provider_id
+        user = msg.from_user_id or ""
+        token = msg.context_token
+        created = (
+            datetime.fromtimestamp(msg.create_time_ms / 1000, UTC)
+            if isinstance(msg.create_time_ms, int) and 0 < msg.create_time_ms < 2**45
+            else None
+        )
+    else:
+        raw = {"malformed": msg}
+        mid, user, token, created = None, "", None, None
+    if not mid:
+        digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+        mid = f"noid:{digest[:32]}"
+    register_secret(token)
+    return InboundRecord(message_id=mid, user_id=user, context_token=token, raw=raw,
+                         created_at=created)
+
+
+async def absorb_batch(outbox: Outbox, account: Any, batch: UpdatesBatch) -> list[Any]:
+    """Record ``batch`` and release held messages for everyone who wrote in it.
+
+    Returns the newly stored inbox rows (messages seen before are not returned)."""
+    svc = outbox.svc
+    records = [inbound_record(m) for m in batch.messages]
+    for bad in batch.malformed:
+        _log.warning("malformed_message", account=account.bot_id, entry=repr(bad)[:200])
+        records.append(inbound_record(bad))
+    rows = await svc.call(svc.store.record_batch, account.bot_id, records, batch.cursor or "")
+    if rows:
+        _log.info("inbound_batch", account=account.bot_id, new=len(rows))
+    writers = list(dict.fromkeys(r.user_id for r in rows if r.user_id))
+    for user in writers:
+        await outbox.release(account, user)
+    return list(rows)

@@ -1,0 +1,348 @@
+"""The outbox: every outgoing message is a stored row first, then delivered honestly.
+
+A row keeps its ``client_id`` from creation through every retry (the server
+de-duplicates by it). A row that cannot go out because the reply window is closed
+(predicted, or answered ``ret=-2``) is *held*, never dropped and never reported as
+delivered; when that user writes again, held rows go out first, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ilink import (
+    ApiError,
+    HttpStatusError,
+    IlinkError,
+    ReplyWindowClosed,
+    SessionExpired,
+    build_send_body,
+)
+from ilink.log import get_logger
+
+from .errors import NoContextError
+from .service import Service
+from .textsplit import split_text
+from .waiting import backoff, pause
+from .window import window_state
+
+__all__ = [
+    "MessageOutcome",
+    "Outbox",
+    "SendResult",
+    "media_payload",
+    "text_payloads",
+]
+
+_log = get_logger("ilinkbot.outbox")
+
+#: Tries of one row within one delivery pass (the row's stored client_id is reused).
+TRIES_PER_PASS = 4
+
+# Overall state of a multi-message send: the worst one wins.
+_SEVERITY = ["delivered", "unconfirmed", "held", "pending", "failed", "session_expired"]
+
+
+@dataclass(frozen=True)
+class MessageOutcome:
+    outbox_id: int
+    user_id: str
+    client_id: str
+    state: str  # delivered | held | unconfirmed | pending | failed | session_expired
+    message_id: str | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.outbox_id,
+            "to": self.user_id,
+            "client_id": self.client_id,
+            "state": self.state,
+            "message_id": self.message_id,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What happened to one send: ``state`` is the worst outcome of its messages."""
+
+    state: str
+    messages: list[MessageOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True only when every message was delivered (the server gave a message_id)."""
+        return self.state == "delivered"
+
+    @property
+    def client_ids(self) -> list[str]:
+        return [m.client_id for m in self.messages]
+
+    @property
+    def message_ids(self) -> list[str | None]:
+        return [m.message_id for m in self.messages]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "state": self.state,
+            "client_ids": self.client_ids,
+            "message_ids": self.message_ids,
+            "messages": [m.to_dict() for m in self.messages],
+        }
+
+    @classmethod
+    def combine(cls, outcomes: Sequence[MessageOutcome]) -> SendResult:
+        worst = max((o.state for o in outcomes), key=_SEVERITY.index, default="delivered")
+        return cls(state=worst, messages=list(outcomes))
+
+
+def text_payloads(text: str, *, title: str | None = None, chunk_size: int = 2000,
+                  run_id: str | None = None) -> list[dict[str, Any]]:
+    """One payload per chunk of ``text`` (with the title as its first line)."""
+    body = f"{title}\n\n{text}" if title and text else (title or text)
+    if not body.strip():
+        raise ValueError("nothing to send: the text is empty")
+    return [
+        {"item": {"type": 1, "text_item": {"text": chunk}}, "run_id": run_id}
+        for chunk in split_text(body, chunk_size)
+    ]
+
+
+def media_payload(path: Path | str, *, kind: str | None = None,
+                  run_id: str | None = None) -> dict[str, Any]:
+    """A payload that uploads ``path`` when first sent (the upload result is kept)."""
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    return {"media": {"path": str(p), "kind": kind, "upload": None}, "run_id": run_id}
+
+
+class Outbox:
+    """Stores and delivers messages for the accounts of one :class:`Service`."""
+
+    def __init__(self, service: Service) -> None:
+        self.svc = service
+        self.store = service.store
+        self.config = service.config
+        #: Called with (bytes_done, total) during uploads (CLI progress bar).
+        self.progress: Callable[[int, int], None] | None = None
+
+    # ---- public -----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        account: Any,
+        user_id: str,
+        payloads: Sequence[dict[str, Any]],
+        *,
+        client_ids: Sequence[str] | None = None,
+        deliver: bool = True,
+    ) -> SendResult:
+        """Store ``payloads`` for ``user_id`` (one row each), then deliver them in order."""
+        peer = await self.svc.call(self.store.get_peer, account.bot_id, user_id)
+        if peer is None or not peer.context_token:
+            raise NoContextError(user_id)
+        rows = await self.svc.call(
+            self.store.enqueue, account.bot_id, user_id, list(payloads), client_ids=client_ids
+        )
+        ids = {r.id for r in rows}
+        if not deliver:
+            return SendResult.combine(
+                [MessageOutcome(r.id, r.user_id, r.client_id, "pending") for r in rows]
+            )
+        outcomes = await self.drain(account, user_id)
+        mine = {o.outbox_id: o for o in outcomes if o.outbox_id in ids}
+        # A row delivered earlier by another process is reported from the store.
+        result: list[MessageOutcome] = []
+        for r in rows:
+            if r.id in mine:
+                result.append(mine[r.id])
+            else:
+                result.append(await self._outcome_from_store(r.id))
+        return SendResult.combine(result)
+
+    async def drain(self, account: Any, user_id: str | None = None) -> list[MessageOutcome]:
+        """Deliver every pending row of the account (or of one user), oldest first.
+
+        Per user, order is kept: after a row is held, that user's later rows are held
+        behind it; after a transient failure they stay pending for the next pass.
+        """
+        outcomes: list[MessageOutcome] = []
+        held_users: set[str] = set()
+        waiting_users: set[str] = set()
+        seen: set[int] = set()
+        while True:
+            rows = await self.svc.call(self.store.claim, account.bot_id, limit=50,
+                                       user_id=user_id)
+            if not rows:
+                return outcomes
+            progressed = False
+            for i, row in enumerate(rows):
+                if row.id in seen or row.user_id in waiting_users:
+                    await self.svc.call(self.store.unclaim, row.id)
+                    continue
+                seen.add(row.id)
+                progressed = True
+                if row.user_id in held_users:
+                    reason = "queued behind a held message to the same user"
+                    await self.svc.call(self.store.mark_held, row.id, reason)
+                    outcomes.append(MessageOutcome(row.id, row.user_id, row.client_id, "held",
+                                                   reason=reason))
+                    continue
+                try:
+                    outcome = await self._deliver(account, row)
+                except SessionExpired:
+                    await self._session_expired(account, rows[i:])
+                    outcomes.extend(
+                        MessageOutcome(r.id, r.user_id, r.client_id, "session_expired",
+                                       reason="the bot session expired: run `ilinkbot login`")
+                        for r in rows[i:]
+                        if r.id not in seen or r.id == row.id
+                    )
+                    return outcomes
+                outcomes.append(outcome)
+                if outcome.state == "held":
+                    held_users.add(row.user_id)
+                elif outcome.state == "pending":
+                    waiting_users.add(row.user_id)
+            if not progressed:
+                return outcomes
+
+    async def release(self, account: Any, user_id: str) -> list[MessageOutcome]:
+        """The user just wrote: held rows go back to pending (merged into one digest when
+        ``held_digest`` is on) and are delivered first, in order."""
+        released = await self.svc.call(self.store.release_held, account.bot_id, user_id)
+        if not released:
+            return []
+        if self.config.held_digest and len(released) > 1:
+            await self._merge_into_digest(account, user_id, released)
+        return await self.drain(account, user_id)
+
+    # ---- one row -----------------------------------------------------------------------
+
+    async def _deliver(self, account: Any, row: Any) -> MessageOutcome:
+        def done(state: str, message_id: str | None = None, reason: str | None = None) -> (
+            MessageOutcome
+        ):
+            _log.info("outbox_row", id=row.id, to=row.user_id, client_id=row.client_id,
+                      state=state, message_id=message_id, reason=reason)
+            return MessageOutcome(row.id, row.user_id, row.client_id, state, message_id, reason)
+
+        peer = await self.svc.call(self.store.get_peer, account.bot_id, row.user_id)
+        win = window_state(peer, quota=self.config.reply_quota,
+                           window_seconds=self.config.reply_window_seconds)
+        if not win.open:
+            await self.svc.call(self.store.mark_held, row.id, win.reason or "window closed")
+            return done("held", reason=win.reason)
+
+        client = self.svc.client(account)
+        try:
+            item = await self._item(account, client, row)
+        except (OSError, ValueError) as exc:
+            await self.svc.call(self.store.mark_failed, row.id, f"bad payload: {exc}",
+                                retryable=False, max_attempts=self.config.send_max_attempts)
+            return done("failed", reason=str(exc))
+        except IlinkError as exc:
+            return await self._failed(row, exc, done)
+
+        msg = build_send_body(
+            row.user_id, item, client_id=row.client_id, context_token=peer.context_token,
+            run_id=(row.payload or {}).get("run_id"),
+        )
+        last: IlinkError | None = None
+        for attempt in range(1, TRIES_PER_PASS + 1):
+            try:
+                ack = await client.send_message(msg)
+            except ReplyWindowClosed as exc:
+                reason = f"server refused: ret={exc.ret} {exc.errmsg or ''}".strip()
+                await self.svc.call(self.store.mark_held, row.id, reason)
+                return done("held", reason=reason)
+            except SessionExpired:
+                raise
+            except IlinkError as exc:
+                last = exc
+                if not _retryable(exc) or attempt == TRIES_PER_PASS:
+                    break
+                _log.warning("send_retry", id=row.id, attempt=attempt, error=str(exc))
+                await pause(backoff(attempt))
+                continue
+            if ack.confirmed:
+                await self.svc.call(self.store.mark_sent, row.id, ack.message_id)
+                return done("delivered", ack.message_id)
+            reason = "the server answered ret=0 without a message_id: delivery not confirmed"
+            await self.svc.call(self.store.mark_unconfirmed, row.id, reason)
+            return done("unconfirmed", reason=reason)
+        assert last is not None
+        return await self._failed(row, last, done)
+
+    async def _failed(self, row: Any, exc: IlinkError, done: Any) -> MessageOutcome:
+        retryable = _retryable(exc)
+        updated = await self.svc.call(
+            self.store.mark_failed, row.id, str(exc), retryable=retryable,
+            max_attempts=self.config.send_max_attempts,
+        )
+        state = getattr(updated, "state", None) or ("pending" if retryable else "failed")
+        return done("pending" if state == "pending" else "failed", reason=str(exc))
+
+    async def _item(self, account: Any, client: Any, row: Any) -> dict[str, Any]:
+        payload = row.payload or {}
+        if "item" in payload:
+            item: dict[str, Any] = payload["item"]
+            return item
+        media = payload.get("media")
+        if not isinstance(media, dict):
+            raise ValueError("outbox payload has neither an item nor media")
+        from cdn import UploadedMedia, upload_media
+
+        if media.get("upload"):
+            uploaded = UploadedMedia.from_dict(media["upload"])
+        else:
+            uploaded = await upload_media(
+                client, self.config.cdn_base_url, Path(media["path"]), to_user_id=row.user_id,
+                progress=self.progress,
+            )
+            # Keep the upload with the row: a retried send does not upload again.
+            new_payload = {**payload, "media": {**media, "upload": uploaded.to_dict()}}
+            await self.svc.call(self.store.update_outbox_payload, row.id, new_payload)
+        return uploaded.to_item()
+
+    async def _session_expired(self, account: Any, rows: Sequence[Any]) -> None:
+        _log.error("session_expired", account=account.bot_id,
+                   hint="run `ilinkbot login`; the messages stay in the outbox")
+        await self.svc.call(self.store.set_account_state, account.bot_id, "expired")
+        for r in rows:
+            await self.svc.call(self.store.mark_failed, r.id, "session expired",
+                                retryable=True, max_attempts=10**6)
+
+    async def _merge_into_digest(self, account: Any, user_id: str, rows: Sequence[Any]) -> None:
+        texts = [(r.payload or {}).get("item", {}).get("text_item", {}).get("text") for r in rows]
+        if not all(isinstance(t, str) for t in texts):
+            return  # media rows are never merged
+        header = f"{len(rows)} messages held while the chat was inactive:"
+        digest = header + "".join(f"\n\n— {t}" for t in texts)
+        payloads = text_payloads(digest, chunk_size=self.config.chunk_size)
+        await self.svc.call(self.store.enqueue, account.bot_id, user_id, payloads,
+                            group="digest")
+        for r in rows:
+            await self.svc.call(self.store.drop_outbox, r.id)
+
+    async def _outcome_from_store(self, outbox_id: int) -> MessageOutcome:
+        row = await self.svc.call(self.store.get_outbox, outbox_id)
+        state = {"sent": "delivered"}.get(row.state, row.state)
+        if state == "sending":
+            state = "pending"
+        return MessageOutcome(row.id, row.user_id, row.client_id, state, row.message_id,
+                              row.last_error)
+
+
+def _retryable(exc: IlinkError) -> bool:
+    if isinstance(exc, HttpStatusError):
+        return exc.status >= 500 or exc.status in (408, 429)
+    if isinstance(exc, ApiError):
+        return False
+    return exc.retryable

@@ -1,0 +1,154 @@
+"""Pushes: ``send_to_wechat()`` for scripts and agents, and the pipeline behind
+``ilinkbot send`` and ``Bot.send`` (one code path for all three)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ilink import IlinkError, SessionExpired
+from ilink.log import get_logger
+
+from .accounts import choose_account, resolve_recipient
+from .config import Config, load_config
+from .inbound import absorb_batch
+from .outbox import MessageOutcome, Outbox, SendResult, media_payload, text_payloads
+from .service import Service
+
+__all__ = ["PushRequest", "catch_up", "push", "send_to_wechat"]
+
+_log = get_logger("ilinkbot.push")
+
+#: How long ``send`` long-polls getupdates for fresh context tokens when no poller runs.
+CATCH_UP_SECONDS = 2.0
+
+
+class PushRequest:
+    """What to send: text (with optional title), and/or one media file with a caption."""
+
+    def __init__(
+        self,
+        text: str | None = None,
+        *,
+        title: str | None = None,
+        image: str | Path | None = None,
+        file: str | Path | None = None,
+        video: str | Path | None = None,
+        caption: str | None = None,
+    ) -> None:
+        media = [(k, v) for k, v in (("image", image), ("file", file), ("video", video)) if v]
+        if len(media) > 1:
+            raise ValueError("send one of image, file or video at a time")
+        if not media and not (text or title):
+            raise ValueError("nothing to send: give a text or a file")
+        self.text, self.title, self.caption = text, title, caption
+        self.media = media[0] if media else None
+
+    def payloads(self, chunk_size: int, run_id: str | None = None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        lead = self.caption if self.media else None
+        if self.text or self.title or lead:
+            body = "\n\n".join(x for x in (self.text, lead) if x)
+            out += text_payloads(body, title=self.title, chunk_size=chunk_size, run_id=run_id)
+        if self.media:
+            kind, path = self.media
+            out.append(media_payload(path, kind=kind, run_id=run_id))
+        return out
+
+
+async def catch_up(outbox: Outbox, account: Any, *, seconds: float = CATCH_UP_SECONDS) -> int:
+    """One short getupdates pass when no ``ilinkbot run`` polls this account, so a push
+    sees the newest context tokens. What arrives is stored (inbox, cursor, tokens) for
+    a later ``run`` to handle. Returns the number of new messages."""
+    store = outbox.store
+    holder = await outbox.svc.call(store.lease_holder, account.bot_id)
+    if holder is not None:
+        return 0  # a poller owns getupdates for this account; use what it stored
+    client = outbox.svc.client(account)
+    cursor = await outbox.svc.call(store.get_cursor, account.bot_id)
+    try:
+        batch = await client.get_updates(cursor, timeout=seconds)
+    except SessionExpired:
+        raise
+    except IlinkError as exc:
+        _log.warning("catch_up_failed", account=account.bot_id, error=str(exc))
+        return 0
+    rows = await absorb_batch(outbox, account, batch)
+    return len(rows)
+
+
+async def push(
+    svc: Service,
+    request: PushRequest,
+    *,
+    to: Sequence[str] | str | None = None,
+    account: str | None = None,
+    catch_up_seconds: float = CATCH_UP_SECONDS,
+    outbox: Outbox | None = None,
+) -> SendResult:
+    """Send ``request`` to each recipient (default: the account's owner)."""
+    recipients = [to] if isinstance(to, str) else list(to or [])
+    store = svc.store
+    acc = await svc.call(choose_account, store, account, for_users=recipients or None)
+    outbox = outbox or Outbox(svc)
+    payloads = request.payloads(svc.config.chunk_size)  # validate before any network call
+    if catch_up_seconds > 0:
+        try:
+            await catch_up(outbox, acc, seconds=catch_up_seconds)
+        except SessionExpired:
+            await svc.call(store.set_account_state, acc.bot_id, "expired")
+            raise
+    users = [await svc.call(resolve_recipient, store, acc, t) for t in (recipients or [None])]
+    await svc.call(store.touch_account, acc.bot_id)
+    outcomes: list[MessageOutcome] = []
+    for user in users:
+        result = await outbox.submit(acc, user, payloads)
+        outcomes += result.messages
+    return SendResult.combine(outcomes)
+
+
+def send_to_wechat(
+    text: str | None = None,
+    *,
+    to: str | Sequence[str] | None = None,
+    title: str | None = None,
+    image: str | Path | None = None,
+    file: str | Path | None = None,
+    video: str | Path | None = None,
+    account: str | None = None,
+    caption: str | None = None,
+    config: Config | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> SendResult:
+    """Send a push from a script or agent and say honestly what happened.
+
+    ``to=None`` means the account's owner (the person who scanned the QR code).
+    The result's ``state`` is ``delivered`` only when the server confirmed with a
+    message id; ``held`` means the user's reply window is closed and the message will
+    go out when they next write; ``unconfirmed`` means the server accepted it without
+    proof of delivery. Raises :class:`bot.errors.BotError` subclasses for a missing
+    account or an unknown recipient, and :class:`ilink.SessionExpired` for a stale login.
+    """
+    request = PushRequest(text, title=title, image=image, file=file, video=video,
+                          caption=caption)
+    cfg = config or load_config()
+
+    async def run() -> SendResult:
+        svc = Service(cfg, transport=transport)
+        try:
+            return await push(svc, request, to=to, account=account)
+        finally:
+            await svc.aclose()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run())
+    # Called from inside an event loop (a notebook, an async agent): use a worker thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, run()).result()

@@ -1,0 +1,79 @@
+"""The shared plumbing of every entry point: config, store, one HTTP pool, clients.
+
+The CLI, :func:`bot.push.send_to_wechat` and :class:`bot.app.Bot` all build one
+:class:`Service`, so a push and a handler reply go through the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from ilink import IlinkClient
+from ilink.log import register_secret
+from store import Store
+
+from .config import Config
+
+__all__ = ["Service"]
+
+
+class Service:
+    """Owns the store (unless given one) and an ``httpx.AsyncClient`` (transport injectable)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: Store | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self._own_store = store is None
+        self.store = (
+            store if store is not None else Store.open(config.database_url, home=config.home)
+        )
+        self.http = httpx.AsyncClient(
+            transport=transport,
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+        )
+        self._clients: dict[str, IlinkClient] = {}
+
+    def client(self, account: Any) -> IlinkClient:
+        """An :class:`IlinkClient` for a stored account (cached; re-made if the token changed)."""
+        cached = self._clients.get(account.bot_id)
+        base = account.base_url or self.config.base_url
+        if cached is None or cached.token != account.token or cached.base_url != base:
+            register_secret(account.token)
+            cached = IlinkClient(
+                base,
+                account.token,
+                http=self.http,
+                channel_version=self.config.channel_version,
+                bot_agent=self.config.bot_agent,
+                route_tag=self.config.route_tag,
+            )
+            self._clients[account.bot_id] = cached
+        return cached
+
+    def anonymous_client(self) -> IlinkClient:
+        """A client without a token, for QR login."""
+        return IlinkClient(
+            self.config.base_url,
+            None,
+            http=self.http,
+            channel_version=self.config.channel_version,
+            bot_agent=self.config.bot_agent,
+            route_tag=self.config.route_tag,
+        )
+
+    async def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking store call off the event loop."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        if self._own_store:
+            self.store.close()
