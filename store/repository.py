@@ -924,6 +924,27 @@ class Store:
             log.info("outbox_released", bot_id=bot_id, count=len(rows))
         return rows
 
+    def unclaim(self, outbox_id: int) -> OutboxRow:
+        """Hand a claimed row back untouched: ``sending`` -> ``pending``, the claim's attempt
+        not counted (a sender that claimed more than it may send now, to keep order)."""
+        with self._write() as conn:
+            row = self._outbox_for_update(conn, outbox_id)
+            if row.state != OutboxState.SENDING:
+                return row
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == outbox_id)
+                .values(
+                    state=OutboxState.PENDING.value,
+                    attempts=func.max(outbox.c.attempts - 1, 0)
+                    if not self._pg
+                    else func.greatest(outbox.c.attempts - 1, 0),
+                    claimed_until=None,
+                    updated_at=self._now(),
+                )
+            )
+            return self._outbox_by_id(conn, outbox_id)
+
     def list_outbox(
         self,
         bot_id: str | None = None,
