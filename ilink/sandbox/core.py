@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives import padding
@@ -34,6 +34,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ilink.log import get_logger
 from ilink.wire import dumps, encode_query_value, sanitize_bot_agent
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "FAULT_ENDPOINTS",
@@ -435,7 +438,7 @@ class Sandbox:
             if redirect_host is not None:
                 self._redirect_host = redirect_host
 
-    def transport(self) -> Any:
+    def transport(self) -> httpx.AsyncBaseTransport:
         """An in-process ``httpx.AsyncBaseTransport`` serving this sandbox."""
         from .transport import SandboxTransport
 

@@ -62,6 +62,7 @@ class SandboxServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
         self.redirect_port = 0
+        self._saved_bases: tuple[str, str, str] | None = None
 
     # ------------------------------------------------------------------ URLs
 
@@ -103,7 +104,9 @@ class SandboxServer:
             self._thread.join()
             self._thread = None
             raise self._error
-        self.sandbox.set_bases(self.base_url, self.cdn_base_url, self.redirect_host)
+        sb = self.sandbox
+        self._saved_bases = (sb.api_base, sb.cdn_base, sb.redirect_host)
+        sb.set_bases(self.base_url, self.cdn_base_url, self.redirect_host)
         log.info("sandbox.server.started", base_url=self.base_url, redirect=self.redirect_host)
         return self
 
@@ -116,6 +119,9 @@ class SandboxServer:
                 loop.call_soon_threadsafe(event.set)
         thread.join(timeout=10)
         self._thread = None
+        if self._saved_bases is not None:
+            self.sandbox.set_bases(*self._saved_bases)
+            self._saved_bases = None
         log.info("sandbox.server.stopped", base_url=self.base_url)
 
     def __enter__(self) -> SandboxServer:
@@ -239,7 +245,11 @@ class SandboxServer:
             via_redirect=via_redirect,
             framing_error=framing_error,
         )
-        response = await self.sandbox.handle(request)
+        try:
+            response = await self.sandbox.handle(request)
+        except Exception as exc:  # a sandbox bug must not hang the client
+            log.exception("sandbox.server.handler_failed", error=exc)
+            response = SandboxResponse.text(f"sandbox error: {exc!r}", 500)
         if response.reset:
             self._abort(writer)
             return False

@@ -216,6 +216,7 @@ def test_start_stop_and_context_manager() -> None:
     url = srv.base_url
     assert httpx.get(url + "/_sandbox/state").json()["api_base"] == url
     srv.stop()
+    assert sb.api_base == "http://ilink.sandbox"  # the in-process bases are restored
     try:
         httpx.get(url + "/_sandbox/state", timeout=1)
         raise AssertionError("server still answering")
@@ -231,7 +232,7 @@ def test_python_m_prints_urls_and_exits_cleanly() -> None:
         [sys.executable, "-m", "ilink.sandbox", "--port", "0", "--longpoll-seconds", "1"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
         env=env,
     )
