@@ -38,6 +38,9 @@ class Config:
     handler_max_attempts: int = 5
     media_max_bytes: int = 100 * 1024 * 1024
     login_timeout_seconds: int = 480
+    poll_lease_seconds: int = 30
+    send_lease_seconds: int = 60
+    shutdown_grace_seconds: int = 10
     config_path: Path | None = None
 
     def with_overrides(self, **changes: Any) -> Config:

@@ -113,13 +113,14 @@ def text_payloads(text: str, *, title: str | None = None, chunk_size: int = 2000
     ]
 
 
-def media_payload(path: Path | str, *, kind: str | None = None,
+def media_payload(path: Path | str, *, kind: str | None = None, file_name: str | None = None,
                   run_id: str | None = None) -> dict[str, Any]:
     """A payload that uploads ``path`` when first sent (the upload result is kept)."""
     p = Path(path).expanduser().resolve()
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    return {"media": {"path": str(p), "kind": kind, "upload": None}, "run_id": run_id}
+    media = {"path": str(p), "kind": kind, "file_name": file_name, "upload": None}
+    return {"media": media, "run_id": run_id}
 
 
 class Outbox:
@@ -178,7 +179,8 @@ class Outbox:
         seen: set[int] = set()
         while True:
             rows = await self.svc.call(self.store.claim, account.bot_id, limit=50,
-                                       user_id=user_id)
+                                       user_id=user_id,
+                                       lease_seconds=self.config.send_lease_seconds)
             if not rows:
                 return outcomes
             progressed = False
@@ -297,13 +299,15 @@ class Outbox:
         media = payload.get("media")
         if not isinstance(media, dict):
             raise ValueError("outbox payload has neither an item nor media")
-        from cdn import UploadedMedia, upload_media
+        from cdn import MediaKind, UploadedMedia, upload_media
 
         if media.get("upload"):
             uploaded = UploadedMedia.from_dict(media["upload"])
         else:
             uploaded = await upload_media(
                 client, self.config.cdn_base_url, Path(media["path"]), to_user_id=row.user_id,
+                kind=MediaKind(media["kind"]) if media.get("kind") else None,
+                file_name=media.get("file_name"),
                 progress=self.progress,
             )
             # Keep the upload with the row: a retried send does not upload again.

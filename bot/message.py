@@ -1,0 +1,238 @@
+"""What a handler receives: :class:`Message` (one inbound WeChat message) and
+:class:`Context` (per-user data, a logger, sending and typing)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ilink import MessageItem, WeixinMessage
+from ilink.log import get_logger
+from ilink.models import MessageItemType
+from ilink.wire import derived_client_id
+
+from .outbox import SendResult, media_payload, text_payloads
+
+if TYPE_CHECKING:
+    from .app import Bot
+
+__all__ = ["Context", "Message", "Quote", "UserData"]
+
+T = TypeVar("T")
+
+_KINDS = {
+    MessageItemType.TEXT: "text",
+    MessageItemType.IMAGE: "image",
+    MessageItemType.VOICE: "voice",
+    MessageItemType.FILE: "file",
+    MessageItemType.VIDEO: "video",
+}
+_LABELS = {"image": "[图片]", "video": "[视频]", "file": "[文件]", "voice": "[语音]"}
+
+
+def _item_text(item: MessageItem) -> str | None:
+    if item.kind is MessageItemType.TEXT and item.text_item and item.text_item.text:
+        return item.text_item.text
+    if item.kind is MessageItemType.VOICE and item.voice_item and item.voice_item.text:
+        return item.voice_item.text
+    return None
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The message this one quotes (``ref_msg``)."""
+
+    message_id: str | None
+    title: str | None
+    text: str | None
+
+
+class Message:
+    """One inbound message. Replies made here get ``client_id``s derived from this
+    message's id and the reply's position, so a handler re-run after a crash produces
+    the same ids and the server drops the repeats."""
+
+    def __init__(self, bot: Bot, account: Any, inbox_row: Any) -> None:
+        self._bot = bot
+        self.account = account
+        self.inbox_id: int = inbox_row.id
+        raw = inbox_row.raw if isinstance(inbox_row.raw, dict) else {}
+        self.raw: dict[str, Any] = raw
+        self.wx = WeixinMessage.from_dict(raw)
+        self.message_id: str = inbox_row.message_id
+        self.user: str = inbox_row.user_id
+        created = inbox_row.created_at or inbox_row.received_at
+        self._id_ms = int(created.astimezone(UTC).timestamp() * 1000) if created else 0
+        self._position = 0
+        self._lock = threading.Lock()
+
+    # ---- content ------------------------------------------------------------------------
+
+    @property
+    def items(self) -> list[MessageItem]:
+        return self.wx.items
+
+    @property
+    def kind(self) -> str:
+        """``text``, ``image``, ``file``, ``video``, ``voice`` or ``unknown`` (first item)."""
+        for item in self.items:
+            k = item.kind
+            if k in _KINDS:
+                return _KINDS[k]
+        return "unknown"
+
+    @property
+    def text(self) -> str:
+        """The typed text (or the server's voice transcript); ``""`` when there is none."""
+        for item in self.items:
+            t = _item_text(item)
+            if t:
+                return t
+        return ""
+
+    @property
+    def body(self) -> str:
+        """The text, else a label like ``[图片]`` for media (as the official client shows)."""
+        return self.text or _LABELS.get(self.kind, "")
+
+    @property
+    def command(self) -> str | None:
+        """``help`` for ``/help args``; ``None`` when the text is not a command."""
+        t = self.text.strip()
+        if not t.startswith("/") or len(t) < 2:
+            return None
+        return t[1:].split(maxsplit=1)[0].lower()
+
+    @property
+    def args(self) -> str:
+        """What follows the command: ``args`` for ``/help args``."""
+        parts = self.text.strip().split(maxsplit=1)
+        return parts[1] if self.command and len(parts) > 1 else ""
+
+    @property
+    def quote(self) -> Quote | None:
+        for item in self.items:
+            ref = item.ref_msg
+            if ref is not None:
+                inner = ref.message_item
+                mid = ref.svr_id or (inner.msg_id if inner else None)
+                return Quote(mid, ref.title, _item_text(inner) if inner else None)
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Message {self.message_id} from {self.user} {self.kind}>"
+
+    # ---- replying -----------------------------------------------------------------------
+
+    def _next_ids(self, count: int) -> list[str]:
+        with self._lock:
+            start = self._position
+            self._position += count
+        return [derived_client_id(self.message_id, start + i, self._id_ms) for i in range(count)]
+
+    def _bridge(self, coro: Coroutine[Any, Any, T]) -> Any:
+        """Awaitable in async handlers; blocking (run on the bot's loop) in plain ``def``
+        handlers, which run in a worker thread."""
+        return self._bot._bridge(coro)
+
+    def reply(self, text: str, *, title: str | None = None) -> Any:
+        """Reply with text (long text is split; each chunk its own message)."""
+        payloads = text_payloads(text, title=title, chunk_size=self._bot.config.chunk_size)
+        return self._bridge(self._submit(payloads))
+
+    def reply_image(self, image: str | Path | bytes, *, caption: str | None = None) -> Any:
+        return self._bridge(self._submit_media(image, "image", caption))
+
+    def reply_file(self, file: str | Path | bytes, *, file_name: str | None = None,
+                   caption: str | None = None) -> Any:
+        return self._bridge(self._submit_media(file, "file", caption, file_name))
+
+    def reply_video(self, video: str | Path | bytes, *, caption: str | None = None) -> Any:
+        return self._bridge(self._submit_media(video, "video", caption))
+
+    async def _submit(self, payloads: list[dict[str, Any]]) -> SendResult:
+        ids = self._next_ids(len(payloads))
+        return await self._bot._outbox.submit(self.account, self.user, payloads, client_ids=ids)
+
+    async def _submit_media(self, source: str | Path | bytes, kind: str, caption: str | None,
+                            file_name: str | None = None) -> SendResult:
+        path = self._bot._spool(source, file_name or f"reply.{_ext(kind)}")
+        payloads = (text_payloads(caption, chunk_size=self._bot.config.chunk_size)
+                    if caption else [])
+        payloads.append(media_payload(path, kind=kind, file_name=file_name))
+        return await self._submit(payloads)
+
+    def download(self, dest: str | Path | None = None) -> Any:
+        """The message's media (§4.4 choice), decrypted: ``DownloadedMedia`` with ``data``
+        (or written under ``dest``, a directory). ``None`` when there is no media."""
+        return self._bridge(self._bot._download(self, dest))
+
+
+def _ext(kind: str) -> str:
+    return {"image": "jpg", "video": "mp4"}.get(kind, "bin")
+
+
+class UserData(MutableMapping[str, Any]):
+    """Per-user key/value data persisted in the store (JSON values), written through."""
+
+    def __init__(self, store: Any, bot_id: str, user_id: str) -> None:
+        self._store, self._bot_id, self._user = store, bot_id, user_id
+        self._cache: dict[str, Any] = dict(store.get_user_data(bot_id, user_id))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._cache[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._store.set_user_value(self._bot_id, self._user, key, value)
+        self._cache[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self._cache:
+            raise KeyError(key)
+        self._store.delete_user_value(self._bot_id, self._user, key)
+        del self._cache[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict(self._cache))
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+class Context:
+    """Handed to handlers and scheduled jobs next to the message."""
+
+    def __init__(self, bot: Bot, account: Any, user: str | None = None) -> None:
+        self.bot = bot
+        self.account = account
+        self.user = user
+        self.log = get_logger("ilinkbot.handler", account=account.bot_id, user=user)
+        self._data: UserData | None = None
+
+    @property
+    def data(self) -> UserData:
+        """This user's persisted data (``ctx.data["count"] = 3`` survives restarts)."""
+        if self.user is None:
+            raise RuntimeError("no user here: use ctx.user_data(user_id)")
+        if self._data is None:
+            self._data = UserData(self.bot.store, self.account.bot_id, self.user)
+        return self._data
+
+    def user_data(self, user_id: str) -> UserData:
+        return UserData(self.bot.store, self.account.bot_id, user_id)
+
+    def send(self, text: str | None = None, *, to: str | None = None, **kw: Any) -> Any:
+        """Push to ``to`` (default: this message's user, else the account's owner)."""
+        to = to or self.user
+        return self.bot._bridge(self.bot.send(text, to=to, account=self.account.bot_id, **kw))
+
+    @asynccontextmanager
+    async def typing(self, user: str | None = None) -> AsyncIterator[None]:
+        """Show "typing…" to ``user`` while the block runs (best effort)."""
+        async with self.bot._typing(self.account, user or self.user or ""):
+            yield
