@@ -16,7 +16,9 @@ OWNER = "owner@im.wechat"
 
 
 @pytest.fixture(params=["in-process", "http"])
-async def env(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Sandbox, str, httpx.AsyncClient]]:
+async def env(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[Sandbox, str, httpx.AsyncClient]]:
     sb = Sandbox(longpoll_seconds=0.3, qr_poll_seconds=0.3)
     if request.param == "in-process":
         http = httpx.AsyncClient(transport=sb.transport())
@@ -55,7 +57,9 @@ async def test_text_round_trip_listed_by_sandbox_delivered(env: Any) -> None:
     # the admin HTTP surface lists it, in order, with the same ids
     if base.startswith("http://127.0.0.1"):
         delivered = (await http.get(f"{base}/_sandbox/delivered")).json()
-        delivered = delivered.get("delivered", delivered) if isinstance(delivered, dict) else delivered
+        delivered = (
+            delivered.get("delivered", delivered) if isinstance(delivered, dict) else delivered
+        )
     else:
         delivered = sb.delivered()
     (got,) = delivered

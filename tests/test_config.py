@@ -64,8 +64,14 @@ def test_named_missing_file_is_an_error(tmp_path: Path) -> None:
 def test_cli_reports_bad_config_in_one_line_with_exit_2(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"reply_quota": 0}')
     env = {**os.environ, "ILINKBOT_HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "bot.cli.main", "send", "hi"], env=env,
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "send", "hi"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("ilinkbot: ")
     assert "reply_quota" in proc.stderr and "Traceback" not in proc.stderr

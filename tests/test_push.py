@@ -37,7 +37,9 @@ async def test_delivered_to_owner_with_the_right_context_token(
     assert peer is not None and peer.context_token == said["context_token"]
 
 
-async def test_no_user_ever_wrote_is_a_clear_error(svc: Service, account: object, sb: Sandbox) -> None:
+async def test_no_user_ever_wrote_is_a_clear_error(
+    svc: Service, account: object, sb: Sandbox
+) -> None:
     with pytest.raises(NoContextError, match="never written"):
         await send(svc, "anyone there?")
     assert sb.delivered() == []
@@ -72,7 +74,10 @@ async def test_server_ret_minus_2_is_held_not_delivered(
     sb.user_says(OWNER, "hi")
     await send(svc, "first")
     sb.advance(25 * 3600)  # the server's clock says the window is over; ours does not know
-    result = await send(svc, "too late", )
+    result = await send(
+        svc,
+        "too late",
+    )
     assert result.state == "held"
     assert "ret=-2" in (result.messages[0].reason or "")
     assert [d["text"] for d in sb.delivered(OWNER)] == ["first"]
@@ -92,7 +97,9 @@ async def test_5xx_and_reset_after_processing_retry_with_same_client_id(
     assert fired == ["500", "reset_after", "500"]
 
 
-async def test_ret0_without_message_id_is_unconfirmed(sb: Sandbox, svc: Service, account: object) -> None:
+async def test_ret0_without_message_id_is_unconfirmed(
+    sb: Sandbox, svc: Service, account: object
+) -> None:
     sb.user_says(OWNER, "hi")
     sb.configure(omit_message_id=True)
     result = await send(svc, "maybe")
@@ -140,7 +147,9 @@ async def test_poller_lease_means_no_getupdates(
     assert store.get_cursor(account.bot_id) == before  # type: ignore[attr-defined]
 
 
-async def test_digest_merges_held_pushes(sb: Sandbox, config: object, store: Store, account: object) -> None:
+async def test_digest_merges_held_pushes(
+    sb: Sandbox, config: object, store: Store, account: object
+) -> None:
     from bot.testing import no_real_waiting
 
     cfg = config.with_overrides(held_digest=True, reply_quota=1)  # type: ignore[attr-defined]

@@ -20,8 +20,7 @@ from .conftest import OWNER
 
 
 def make_bot(config: Config, sb: Sandbox, store: Store) -> Bot:
-    return Bot(config.with_overrides(handler_max_attempts=3), transport=sb.transport(),
-               store=store)
+    return Bot(config.with_overrides(handler_max_attempts=3), transport=sb.transport(), store=store)
 
 
 async def wait_for(pred: Any, timeout: float = 10.0) -> None:
@@ -43,8 +42,9 @@ def _fast() -> Any:
         yield
 
 
-async def test_echo_round_trip_and_commands(config: Config, sb: Sandbox, store: Store,
-                                            account: Any) -> None:
+async def test_echo_round_trip_and_commands(
+    config: Config, sb: Sandbox, store: Store, account: Any
+) -> None:
     bot = make_bot(config, sb, store)
 
     @bot.command("help")
@@ -64,7 +64,9 @@ async def test_echo_round_trip_and_commands(config: Config, sb: Sandbox, store: 
     runner.request_stop()
     assert await task == 0
     assert [d["text"] for d in sb.delivered(OWNER)] == [
-        "echo hello #1", "help for send", "echo again #2",
+        "echo hello #1",
+        "help for send",
+        "echo again #2",
     ]
     assert store.get_user_data(account.bot_id, OWNER) == {"count": 2}
     assert store.unhandled(account.bot_id) == []
@@ -72,8 +74,9 @@ async def test_echo_round_trip_and_commands(config: Config, sb: Sandbox, store: 
     assert any(b["online"] is False for b in sb.bots())  # notifystart then notifystop
 
 
-async def test_message_seen_before_is_not_handled_twice(config: Config, sb: Sandbox,
-                                                         store: Store, account: Any) -> None:
+async def test_message_seen_before_is_not_handled_twice(
+    config: Config, sb: Sandbox, store: Store, account: Any
+) -> None:
     calls: list[str] = []
     bot = make_bot(config, sb, store)
 
@@ -182,8 +185,9 @@ class FakeClock:
         self.advanced.set()
 
 
-async def test_schedule_fires_under_a_controlled_clock(config: Config, sb: Sandbox,
-                                                       store: Store, account: Any) -> None:
+async def test_schedule_fires_under_a_controlled_clock(
+    config: Config, sb: Sandbox, store: Store, account: Any
+) -> None:
     clock = FakeClock(datetime(2026, 11, 21, 0, 30, tzinfo=UTC))  # 08:30 in Shanghai
     bot = Bot(config, transport=sb.transport(), store=store, clock=clock)
 
@@ -207,8 +211,9 @@ async def test_schedule_fires_under_a_controlled_clock(config: Config, sb: Sandb
     assert [d["text"] for d in sb.delivered(OWNER)] == ["good morning"]
 
 
-async def test_typing_uses_getconfig_ticket(config: Config, sb: Sandbox, store: Store,
-                                            account: Any) -> None:
+async def test_typing_uses_getconfig_ticket(
+    config: Config, sb: Sandbox, store: Store, account: Any
+) -> None:
     bot = make_bot(config, sb, store)
 
     @bot.message(filters.text)
@@ -226,8 +231,9 @@ async def test_typing_uses_getconfig_ticket(config: Config, sb: Sandbox, store: 
     assert statuses[0] == 1 and statuses[-1] == 2
 
 
-async def test_no_account_means_a_clear_error_not_a_qr_login(config: Config, sb: Sandbox,
-                                                             store: Store) -> None:
+async def test_no_account_means_a_clear_error_not_a_qr_login(
+    config: Config, sb: Sandbox, store: Store
+) -> None:
     bot = make_bot(config, sb, store)
     runner = Runner(bot, install_signals=False)
     assert await runner.serve() == Exit.NO_ACCOUNT

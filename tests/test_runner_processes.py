@@ -33,17 +33,20 @@ def server() -> Iterator[tuple[Sandbox, SandboxServer]]:
 
 
 def write_config(home: Path, **extra: Any) -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    cfg = {"poll_lease_seconds": 3, "send_lease_seconds": 3, "shutdown_grace_seconds": 10,
-           **extra}
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cfg = {"poll_lease_seconds": 3, "send_lease_seconds": 3, "shutdown_grace_seconds": 10, **extra}
     (home / "config.json").write_text(json.dumps(cfg))
 
 
 def env_for(home: Path, srv: SandboxServer, db_url: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ILINKBOT_")}
-    env.update(ILINKBOT_HOME=str(home), ILINKBOT_BASE_URL=srv.base_url,
-               ILINKBOT_CDN_BASE_URL=srv.cdn_base_url, ILINKBOT_NO_REAL_WAIT="1",
-               PYTHONPATH=str(ROOT))
+    env.update(
+        ILINKBOT_HOME=str(home),
+        ILINKBOT_BASE_URL=srv.base_url,
+        ILINKBOT_CDN_BASE_URL=srv.cdn_base_url,
+        ILINKBOT_NO_REAL_WAIT="1",
+        PYTHONPATH=str(ROOT),
+    )
     if db_url:
         env["ILINKBOT_DATABASE_URL"] = db_url
     return env
@@ -51,15 +54,19 @@ def env_for(home: Path, srv: SandboxServer, db_url: str | None = None) -> dict[s
 
 def start_runner(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     fh = log.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "bot.cli.main", "--log-json", "run", BOT],
-                            env=env, stdout=fh, stderr=fh, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "--log-json", "run", BOT],
+        env=env,
+        stdout=fh,
+        stderr=fh,
+        cwd=ROOT,
+    )
 
 
 def login(sb: Sandbox, srv: SandboxServer, home: Path, db_url: str | None = None) -> Any:
     store = Store.open(db_url, home=home)
     try:
-        return asyncio.run(sandbox_login(sb, store, owner="owner@im.wechat",
-                                         base_url=srv.base_url))
+        return asyncio.run(sandbox_login(sb, store, owner="owner@im.wechat", base_url=srv.base_url))
     finally:
         store.close()
 
@@ -121,8 +128,9 @@ def test_200_messages_two_sigkills_each_echo_once_in_order(
     assert sb.violations() == []
 
 
-def test_sigterm_lets_a_slow_handler_finish(server: tuple[Sandbox, SandboxServer],
-                                            tmp_path: Path) -> None:
+def test_sigterm_lets_a_slow_handler_finish(
+    server: tuple[Sandbox, SandboxServer], tmp_path: Path
+) -> None:
     sb, srv = server
     home = tmp_path / "home"
     write_config(home)
@@ -149,8 +157,9 @@ def test_sigterm_lets_a_slow_handler_finish(server: tuple[Sandbox, SandboxServer
 
 @pytest.mark.pg
 @pytest.mark.slow
-def test_two_runners_on_postgresql_failover(server: tuple[Sandbox, SandboxServer],
-                                            tmp_path: Path, pg_url: str) -> None:  # noqa: F811
+def test_two_runners_on_postgresql_failover(
+    server: tuple[Sandbox, SandboxServer], tmp_path: Path, pg_url: str
+) -> None:
     sb, srv = server
     home = tmp_path / "home"
     write_config(home)
@@ -170,8 +179,11 @@ def test_two_runners_on_postgresql_failover(server: tuple[Sandbox, SandboxServer
         a.send_signal(signal.SIGKILL)
         a.wait(10)
         started = time.monotonic()
-        wait_until(lambda: (store.lease_holder(account.bot_id) or ":0:").split(":")[1]
-                   == str(b.pid), 60, "b takes over")
+        wait_until(
+            lambda: (store.lease_holder(account.bot_id) or ":0:").split(":")[1] == str(b.pid),
+            60,
+            "b takes over",
+        )
         assert time.monotonic() - started < 60
         sb.user_says("owner@im.wechat", "to b", bot_id=account.bot_id)
         wait_until(lambda: len(sb.delivered()) == 2, 30, "b answers")

@@ -1,0 +1,184 @@
+"""``ilinkbot send`` and ``ilinkbot outbox`` as a user runs them: subprocesses against the
+sandbox over real HTTP, exit codes as documented in the README."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ilink.sandbox import Sandbox, SandboxServer
+from store import Store
+
+from .test_runner_processes import env_for, login, start_runner, wait_until, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+OWNER = "owner@im.wechat"
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[Sandbox, SandboxServer, Path, Any, dict[str, str]]]:
+    sb = Sandbox(longpoll_seconds=0.5, qr_poll_seconds=0.5)
+    with SandboxServer(sb) as srv:
+        home = tmp_path / "home"
+        write_config(home)
+        account = login(sb, srv, home)
+        yield sb, srv, home, account, env_for(home, srv)
+
+
+def cli(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=90,
+    )
+
+
+def test_exit_codes_delivered_held_unconfirmed_nocontext(setup: Any) -> None:
+    sb, _srv, _home, _account, env = setup
+    r = cli(env, "send", "nobody wrote yet")
+    assert r.returncode == 5, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("ilinkbot: ") and "never written" in last
+
+    sb.user_says(OWNER, "hi")
+    r = cli(env, "send", "--json", "hello")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["state"] == "delivered" and out["message_ids"][0]
+    assert [d["text"] for d in sb.delivered(OWNER)] == ["hello"]
+
+    r = cli(env, "send", "-t", "Report", "-", stdin="line 1\nline 2\n")
+    assert r.returncode == 0
+    assert sb.delivered(OWNER)[-1]["text"] == "Report\n\nline 1\nline 2\n"
+
+    sb.configure(omit_message_id=True)
+    r = cli(env, "send", "--json", "maybe")
+    assert r.returncode == 4 and json.loads(r.stdout)["state"] == "unconfirmed"
+    sb.configure(omit_message_id=False)
+
+    for i in range(7):  # 3 used so far (incl. the unconfirmed one): fill the quota of 10
+        assert cli(env, "send", f"fill {i}").returncode == 0
+    r = cli(env, "send", "--json", "eleventh")
+    assert r.returncode == 3, r.stderr
+    held = json.loads(r.stdout)
+    assert held["state"] == "held" and held["message_ids"] == [None]
+
+    r = cli(env, "outbox", "--state", "held", "--json")
+    rows = json.loads(r.stdout)["rows"]
+    assert [row["preview"] for row in rows] == ["eleventh"]
+
+    sb.user_says(OWNER, "back")
+    r = cli(env, "send", "after")  # its catch-up pass sees the user and releases first
+    assert r.returncode == 0
+    assert [d["text"] for d in sb.delivered(OWNER)][-2:] == ["eleventh", "after"]
+
+
+def test_usage_errors_and_unknown_recipient(setup: Any) -> None:
+    sb, _srv, _home, _account, env = setup
+    sb.user_says(OWNER, "hi")
+    assert cli(env, "send", "--to", "nobody", "x").returncode == 10
+    assert cli(env, "send", "--image", "/no/such.png").returncode == 10
+    assert cli(env, "send", "--bogus").returncode == 2
+    r = cli(env, "send", "--account", "nope@im.bot", "x")
+    assert r.returncode == 8 and "no account" in r.stderr
+    assert sb.delivered() == []
+
+
+def test_session_expired_keeps_the_message(setup: Any) -> None:
+    sb, _srv, home, account, env = setup
+    sb.user_says(OWNER, "hi")
+    assert cli(env, "send", "first").returncode == 0
+    sb.expire_session()
+    r = cli(env, "send", "--json", "second")
+    assert r.returncode == 6, r.stderr
+    assert "ilinkbot login" in r.stderr
+    store = Store.open(None, home=home)
+    try:
+        assert store.get_account(account.bot_id).state == "expired"
+    finally:
+        store.close()
+
+
+def test_outbox_retry_and_drop(setup: Any) -> None:
+    sb, _srv, home, account, env = setup
+    sb.user_says(OWNER, "hi")
+    sb.queue_faults("sendmessage", ["500"] * 4)
+    r = cli(env, "send", "--json", "flaky")
+    assert r.returncode == 7
+    row_id = json.loads(r.stdout)["messages"][0]["id"]
+    assert sb.delivered() == []
+    r = cli(env, "outbox", "retry", str(row_id), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["state"] == "delivered"
+    assert [d["text"] for d in sb.delivered()] == ["flaky"]
+    assert cli(env, "outbox", "retry", "999").returncode == 10
+    sb.queue_faults("sendmessage", ["500"] * 4)
+    r = cli(env, "send", "--json", "give up")
+    row_id = json.loads(r.stdout)["messages"][0]["id"]
+    assert cli(env, "outbox", "drop", str(row_id)).returncode == 0
+    r = cli(env, "outbox", "--json")
+    states = {row["preview"]: row["state"] for row in json.loads(r.stdout)["rows"]}
+    assert states == {"flaky": "sent", "give up": "dead"}
+
+
+def test_send_while_a_poller_runs_in_another_process(setup: Any, tmp_path: Path) -> None:
+    sb, _srv, home, account, env = setup
+    proc = start_runner(env, tmp_path / "runner.log")
+    try:
+        store = Store.open(None, home=home)
+        try:
+            wait_until(lambda: store.lease_holder(account.bot_id) is not None, 20, "poller")
+            sb.user_says(OWNER, "hello runner")
+            wait_until(lambda: len(sb.delivered(OWNER)) == 1, 20, "echo")
+        finally:
+            store.close()
+        r = cli(env, "--log-json", "--log-level", "debug", "send", "--json", "from cron")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["state"] == "delivered"
+        calls = [
+            json.loads(line).get("endpoint")
+            for line in r.stderr.splitlines()
+            if line.startswith("{") and "ilink_call" in line
+        ]
+        assert "sendmessage" in calls and "getupdates" not in calls
+        sb.user_says(OWNER, "still polled")
+        wait_until(lambda: len(sb.delivered(OWNER)) == 3, 20, "second echo")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert [d["text"] for d in sb.delivered(OWNER)] == [
+        "echo: hello runner",
+        "from cron",
+        "echo: still polled",
+    ]
+
+
+def test_send_to_wechat_python_api(setup: Any) -> None:
+    sb, _srv, home, _account, env = setup
+    sb.user_says(OWNER, "hi")
+    code = (
+        "import json; from bot import send_to_wechat\n"
+        "r = send_to_wechat('from python', title='T')\n"
+        "print(json.dumps(r.to_dict()))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["state"] == "delivered"
+    assert sb.delivered(OWNER)[-1]["text"] == "T\n\nfrom python"
+    time.sleep(0)
