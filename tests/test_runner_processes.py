@@ -158,7 +158,7 @@ def test_sigterm_lets_a_slow_handler_finish(
 @pytest.mark.pg
 @pytest.mark.slow
 def test_two_runners_on_postgresql_failover(
-    server: tuple[Sandbox, SandboxServer], tmp_path: Path, pg_url: str
+    server: tuple[Sandbox, SandboxServer], tmp_path: Path, pg_url: str  # noqa: F811
 ) -> None:
     sb, srv = server
     home = tmp_path / "home"

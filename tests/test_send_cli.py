@@ -114,7 +114,7 @@ def test_session_expired_keeps_the_message(setup: Any) -> None:
 
 
 def test_outbox_retry_and_drop(setup: Any) -> None:
-    sb, _srv, home, account, env = setup
+    sb, _srv, _home, _account, env = setup
     sb.user_says(OWNER, "hi")
     sb.queue_faults("sendmessage", ["500"] * 4)
     r = cli(env, "send", "--json", "flaky")
@@ -168,7 +168,7 @@ def test_send_while_a_poller_runs_in_another_process(setup: Any, tmp_path: Path)
 
 
 def test_send_to_wechat_python_api(setup: Any) -> None:
-    sb, _srv, home, _account, env = setup
+    sb, _srv, _home, _account, env = setup
     sb.user_says(OWNER, "hi")
     code = (
         "import json; from bot import send_to_wechat\n"

@@ -39,7 +39,8 @@ def test_uin_is_fresh_and_in_range() -> None:
 
 
 @pytest.mark.parametrize(
-    ("version", "value"), [("1.0.11", "65547"), ("2.4.9", "132105"), ("1.0.3", "65539"), ("2", "131072")]
+    ("version", "value"),
+    [("1.0.11", "65547"), ("2.4.9", "132105"), ("1.0.3", "65539"), ("2", "131072")],
 )
 def test_client_version_vectors(version: str, value: str) -> None:
     assert client_version(version) == value
@@ -48,7 +49,10 @@ def test_client_version_vectors(version: str, value: str) -> None:
 @pytest.mark.parametrize(
     ("configured", "sent"),
     [
-        ("MyBot/1.2.0 (region=cn;env=prod) LangChain/0.3.5", "MyBot/1.2.0 (region=cn;env=prod) LangChain/0.3.5"),
+        (
+            "MyBot/1.2.0 (region=cn;env=prod) LangChain/0.3.5",
+            "MyBot/1.2.0 (region=cn;env=prod) LangChain/0.3.5",
+        ),
         ("MyBot/1.2.0-rc.1+build.5", "MyBot/1.2.0-rc.1+build.5"),
         ("hello MyBot/1.0", "MyBot/1.0"),
         ("My Bot/1", "Bot/1"),
