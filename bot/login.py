@@ -205,7 +205,7 @@ async def run_login(
             issued_at=datetime.now(UTC),
             number=number,
         )
-        _log.info("qr_issued", number=number)
+        _log.debug("qr_issued", number=number)
         await _notify(on_event, LoginEvent("qr", ticket))
         return ticket
 

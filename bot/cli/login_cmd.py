@@ -563,7 +563,10 @@ def _confirm(app: App, question: str) -> bool:
         sys.stderr.flush()
     else:
         app.say(question + " [y/N] (reading the answer from stdin)")
-    line = sys.stdin.readline()
+    try:
+        line = sys.stdin.readline() if sys.stdin is not None else ""
+    except (OSError, ValueError):
+        line = ""
     return line.strip().lower() in ("y", "yes")
 
 
