@@ -154,6 +154,18 @@ EventHandler = Callable[[LoginEvent], Awaitable[None] | None]
 VerifyCodeReader = Callable[[bool], Awaitable[str | None]]
 
 
+def _retire_same_owner(store: Any, bot_id: str, owner: str | None) -> None:
+    """One WeChat user maps to one bot (as the official client does, §2.5): older accounts
+    of the same owner are logged out, so context tokens are never ambiguous. Unlike the
+    official client, their history (users, inbox, outbox) is kept."""
+    if not owner or not hasattr(store, "list_accounts"):
+        return
+    for acc in store.list_accounts():
+        if acc.bot_id != bot_id and acc.owner_user_id == owner and acc.state != "logged_out":
+            store.logout(acc.bot_id)
+            _log.info("older_account_logged_out", bot_id=acc.bot_id, replaced_by=bot_id)
+
+
 async def _notify(on_event: EventHandler | None, event: LoginEvent) -> None:
     if on_event is None:
         return
@@ -244,6 +256,7 @@ async def run_login(
                     base_url=status.baseurl,
                     owner_user_id=status.ilink_user_id,
                 )
+                _retire_same_owner(store, status.ilink_bot_id, status.ilink_user_id)
             _log.info("login_confirmed", bot_id=status.ilink_bot_id)
             await _notify(on_event, LoginEvent("confirmed", ticket, status.ilink_bot_id))
             return LoginResult(

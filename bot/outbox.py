@@ -282,7 +282,9 @@ class Outbox:
         assert last is not None
         return await self._failed(row, last, done)
 
-    async def _failed(self, row: Any, exc: IlinkError, done: Any) -> MessageOutcome:
+    async def _failed(
+        self, row: Any, exc: IlinkError, done: Callable[..., MessageOutcome]
+    ) -> MessageOutcome:
         retryable = _retryable(exc)
         updated = await self.svc.call(
             self.store.mark_failed, row.id, str(exc), retryable=retryable,

@@ -103,7 +103,8 @@ async def push(
         except SessionExpired:
             await svc.call(store.set_account_state, acc.bot_id, "expired")
             raise
-    users = [await svc.call(resolve_recipient, store, acc, t) for t in (recipients or [None])]
+    targets: list[str | None] = list(recipients) or [None]
+    users = [await svc.call(resolve_recipient, store, acc, t) for t in targets]
     await svc.call(store.touch_account, acc.bot_id)
     outcomes: list[MessageOutcome] = []
     for user in users:

@@ -7,6 +7,7 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ilink import IlinkError, SessionExpired, __version__
 from ilink.log import configure_logging, get_logger
@@ -24,6 +25,8 @@ _COMMAND_MODULES = (
     "bot.cli.login_cmd",
     "bot.cli.send_cmd",
     "bot.cli.run_cmd",
+    "bot.cli.serve_cmd",
+    "bot.cli.users_cmd",
 )
 
 
@@ -40,7 +43,7 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     The subcommand copy uses SUPPRESS defaults so it never overwrites a value given
     before the subcommand name.
     """
-    d = {"default": argparse.SUPPRESS} if suppress else {}
+    d: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--config", metavar="PATH", help="config file", **d)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout", **d)

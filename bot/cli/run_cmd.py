@@ -40,4 +40,4 @@ def run(app: App) -> int:
             configure_logging(json=True if app.args.log_json else None, level="warning")
         return asyncio.run(run_in_sandbox(bot))
     bot.configure(bot.config, store=app.store)
-    return bot.run(accounts=app.args.account)
+    return int(bot.run(accounts=app.args.account))

@@ -73,7 +73,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _read_text(app: App) -> str | None:
-    text = app.args.text
+    text: str | None = app.args.text
     has_media = any(getattr(app.args, k) for k in ("image", "file", "video"))
     if text == "-" or (text is None and not has_media and not app.args.title):
         if sys.stdin is None or (sys.stdin.isatty() and text is None):

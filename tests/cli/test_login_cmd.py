@@ -417,3 +417,17 @@ def test_two_accounts(cli: Cli, sb: Sandbox, home: Path) -> None:
     res = cli.run("logout", "--account", "nobody@im.bot", "--yes")
     assert res.code == Exit.NO_ACCOUNT
     assert "nobody@im.bot" in res.stderr
+
+
+def test_same_owner_login_again_logs_the_older_bot_out(cli: Cli, sb: Sandbox, home: Path) -> None:
+    first = login(cli, sb, "zoe@im.wechat")["bot_id"]
+    sb.expire_session(first)  # a live token would be recognised: binded_redirect
+    second = login(cli, sb, "zoe@im.wechat")["bot_id"]
+    assert first != second
+    store = open_store(home)
+    try:
+        states = {a.bot_id: a.state for a in store.list_accounts()}
+    finally:
+        store.close()
+    assert states[second] == "active"
+    assert states[first] == "logged_out"
