@@ -101,7 +101,9 @@ async def _converse(sb: Sandbox, runner: Runner, bot: Any, store: Store, account
         busy = await asyncio.to_thread(store.unhandled, account.bot_id)
         pending = await asyncio.to_thread(store.list_outbox, account.bot_id,
                                           state=["pending", "sending"])
-        if not busy and not pending and not sb.state().get("queued", 0):
+        bots = [b for b in sb.state()["bots"] if b["bot_id"] == account.bot_id]
+        fetched = all(b["acknowledged"] >= b["queued"] for b in bots)  # stored by the bot
+        if fetched and not busy and not pending:
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.2)

@@ -1,0 +1,45 @@
+"""``ilinkbot run BOT --sandbox``: the newcomer's first command, fed through a pipe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_echo_bot_in_the_sandbox_answers_text_images_and_files(tmp_path: Path) -> None:
+    from PIL import Image
+
+    png = tmp_path / "red.png"
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(png)
+    doc = tmp_path / "notes.txt"
+    doc.write_text("hello file")
+    env = {**os.environ, "ILINKBOT_HOME": str(tmp_path / "home")}
+    lines = f"hello\n/help\n/image {png}\n/file {doc}\nlast words\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "run", "examples/echo.py", "--sandbox"],
+        input=lines,
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    replies = [line for line in proc.stdout.splitlines() if line.startswith("bot › ")]
+    import hashlib
+
+    assert replies[0] == "bot › hello"
+    assert replies[1].startswith("bot › I repeat")
+    assert (
+        replies[2].startswith("bot › [image")
+        and hashlib.sha256(png.read_bytes()).hexdigest()[:12] in replies[2]
+    )
+    assert replies[3].startswith("bot › [file notes.txt")
+    assert replies[4] == "bot › last words"
+    assert len(replies) == 5
+    # the sandbox run leaves nothing in the user's real state directory
+    assert not (tmp_path / "home" / "ilinkbot.db").exists()
