@@ -182,3 +182,38 @@ def test_send_to_wechat_python_api(setup: Any) -> None:
     assert json.loads(r.stdout.strip().splitlines()[-1])["state"] == "delivered"
     assert sb.delivered(OWNER)[-1]["text"] == "T\n\nfrom python"
     time.sleep(0)
+
+
+def test_send_media_files_arrive_byte_for_byte(setup: Any, tmp_path: Path) -> None:
+    import hashlib
+
+    sb, _srv, home, account, env = setup
+    sb.user_says(OWNER, "hi")
+    image = tmp_path / "chart.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40)
+    doc = tmp_path / "report.pdf"
+    doc.write_bytes(b"%PDF-1.4 " + b"x" * 5000)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"v" * 3000)
+    assert cli(env, "send", "--image", str(image), "--caption", "today").returncode == 0
+    assert cli(env, "send", "--file", str(doc)).returncode == 0
+    r = cli(env, "send", "--json", "--video", str(video))
+    assert r.returncode == 0, r.stderr
+    got = sb.delivered(OWNER)
+    assert [d["kind"] for d in got] == ["text", "image", "file", "video"]
+    assert got[0]["text"] == "today"
+    for d, f in zip(got[1:], (image, doc, video), strict=True):
+        assert d["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert got[2]["file_name"] == "report.pdf"
+    assert sb.violations() == []
+    # the upload result is kept with the row, without the key appearing in any output
+    store = Store.open(None, home=home)
+    try:
+        rows = store.list_outbox(account.bot_id)
+    finally:
+        store.close()
+    uploads = [r.payload["media"]["upload"] for r in rows if "media" in r.payload]
+    assert len(uploads) == 3 and all(uploads)
+    for up in uploads:
+        key = next(v for k, v in up.items() if "key" in k and isinstance(v, str))
+        assert key not in r.stdout + r.stderr
