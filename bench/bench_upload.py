@@ -260,7 +260,7 @@ def parent_main(args: argparse.Namespace) -> int:
     results["parent_peak_rss_mib"] = round(_peak_rss_mib(), 1)
 
     def mbps(seconds: list[float]) -> float:
-        return round(size / MiB / float(statistics.median(seconds)), 1)
+        return float(round(size / MiB / float(statistics.median(seconds)), 1))
 
     upload_rss = float(max(u["peak_rss_mib"] for u in uploads))
     rows: list[tuple[str, float | None, float | None]] = [
