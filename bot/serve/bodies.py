@@ -213,11 +213,12 @@ def wechat_markdown(text: str) -> str:
 
 def media_kind(name: str, content_type: str | None, data: bytes = b"") -> str:
     """``image``, ``video`` or ``file`` from the content type, the name, then magic bytes."""
+    vague = ("", "application/octet-stream", "application/x-www-form-urlencoded")
     ctype = (content_type or "").split(";")[0].strip().lower()
-    if not ctype or ctype in ("application/octet-stream", "application/x-www-form-urlencoded"):
+    if ctype in vague:
         ctype = mimetypes.guess_type(name)[0] or ""
     head = data[:16]
-    if not ctype:
+    if ctype in vague:
         if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8")) or (
             head[:4] == b"RIFF" and head[8:12] == b"WEBP"
         ):

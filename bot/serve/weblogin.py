@@ -39,6 +39,7 @@ _MESSAGES = {
     "scanned": "Scanned. Confirm the login on the phone.",
     "verify_code": "The phone shows a number: type it here.",
     "verify_code_wrong": "That number was wrong: type the number shown on the phone.",
+    "checking_code": "Checking the number…",
     "expired": "The QR code expired; fetching a new one…",
     "verify_blocked": "Too many wrong numbers; fetching a new QR code…",
     "done": "Done: the bot is logged in.",
@@ -70,7 +71,8 @@ class LoginState:
     version: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        showing_qr = self.state in ("wait", "scanned", "verify_code", "verify_code_wrong")
+        showing_qr = self.state in ("wait", "scanned", "verify_code", "verify_code_wrong",
+                                    "checking_code")
         return {
             "ok": self.state not in ("failed",),
             "state": self.state,
@@ -139,7 +141,7 @@ class WebLogin:
         if not self.running or self.state.state not in ("verify_code", "verify_code_wrong"):
             raise LookupError("no login is waiting for a number")
         self._codes.put_nowait(code)
-        self._set("scanned")
+        self._set("checking_code")
         return self.status()
 
     async def aclose(self) -> None:

@@ -110,7 +110,7 @@ async def test_plain_text_with_ntfy_title_header_and_query(
     client: httpx.AsyncClient, sb: Sandbox, account: object
 ) -> None:
     sb.user_says(OWNER, "hi")
-    r = await client.post("/push", content="disk 91% full".encode(),
+    r = await client.post("/push", content=b"disk 91% full",
                           headers={**AUTH, "Title": "web-1"})
     assert r.status_code == 200
     body = r.json()
