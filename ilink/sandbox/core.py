@@ -70,7 +70,7 @@ FAULT_ENDPOINTS: Final = frozenset(
     }
 )
 #: Fault names accepted by :meth:`Sandbox.queue_faults` (``"delay:<seconds>"`` too).
-FAULT_KINDS: Final = frozenset({"500", "reset_before", "reset_after", "delay"})
+FAULT_KINDS: Final = frozenset({"500", "400", "reset_before", "reset_after", "delay"})
 
 QR_TTL_SECONDS: Final = 300.0
 MAX_TEXT_BYTES: Final = 16 * 1024
@@ -1039,6 +1039,12 @@ class Sandbox:
             name, delay = fault
             if name == "500":
                 return SandboxResponse.text("internal server error", 500)
+            if name == "400":
+                return SandboxResponse(
+                    400,
+                    [("Content-Type", "text/plain"), ("x-error-message", "sandbox fault: 400")],
+                    b"bad request",
+                )
             if name == "reset_before":
                 return SandboxResponse(reset=True)
             if name == "delay":
@@ -1645,30 +1651,42 @@ class Sandbox:
             try:
                 ctype = h.one("content-type")
                 self._check_length(h, req)
+                # §7.3: the CDN gets no auth headers; sending them leaks the bot token.
+                _need(
+                    h.one("authorization") is None and h.one("authorizationtype") is None,
+                    "cdn.auth_header",
+                    "CDN upload carries Authorization/AuthorizationType",
+                )
             except _Violation as v:
                 return fail(400, v.rule, v.detail)
             if ctype is None or ctype.strip().lower() != "application/octet-stream":
                 return fail(400, "header.content_type", f"Content-Type {ctype!r}")
             if query.get("filekey", [""])[0] != up.filekey:
                 return fail(400, "cdn.filekey", "filekey does not match getuploadurl")
-            body = req.body
-            if len(body) != up.filesize:
+        # Decrypt and hash outside the lock: a large upload must not stall other requests.
+        body = req.body
+        if len(body) != up.filesize:
+            with self._lock:
                 return fail(
                     400, "cdn.length", f"body has {len(body)} bytes, registered {up.filesize}"
                 )
-            try:
-                plain = _aes_decrypt(up.key, body)
-            except ValueError:
+        try:
+            plain = _aes_decrypt(up.key, body)
+        except ValueError:
+            with self._lock:
                 return fail(400, "cdn.decrypt", "body does not decrypt with the registered key")
-            if len(plain) != up.rawsize or hashlib.md5(plain).hexdigest() != up.rawfilemd5:
+        if len(plain) != up.rawsize or hashlib.md5(plain).hexdigest() != up.rawfilemd5:
+            with self._lock:
                 return fail(400, "cdn.md5", "plaintext MD5/size differs from getuploadurl")
+        digest = hashlib.sha256(plain).hexdigest()
+        with self._lock:
             if up.download_param is None:
                 up.download_param = _opaque()
             self._cdn[up.download_param] = _CdnObject(
                 ciphertext=body,
                 key=up.key,
                 plain_size=len(plain),
-                sha256=hashlib.sha256(plain).hexdigest(),
+                sha256=digest,
                 upload=up,
             )
             return SandboxResponse(200, [("x-encrypted-param", up.download_param)], b"")

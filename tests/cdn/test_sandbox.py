@@ -171,6 +171,39 @@ async def test_cdn_4xx_not_retried(env: Env) -> None:
     env.sb.reset()
 
 
+async def test_cdn_queued_400_not_retried(env: Env) -> None:
+    env.sb.queue_faults("cdn_upload", ["400"])
+    with pytest.raises(CdnUploadError) as ei:
+        await upload_media(env.client, env.cdn, b"abc", to_user_id=USER, file_name="a.txt")
+    assert not ei.value.retryable and ei.value.status == 400
+    assert env.transport.count("/upload") == 1
+
+
+async def test_cdn_refuses_auth_headers(env: Env) -> None:
+    """The CDN is not to see the bot token (§7.3): the sandbox records a leak."""
+    data = b"secret-free"
+    up_url = await env.client.get_upload_url(
+        filekey="ab" * 16,
+        media_type=3,
+        to_user_id=USER,
+        rawsize=len(data),
+        rawfilemd5=hashlib.md5(data).hexdigest(),
+        filesize=16,
+        aeskey="00" * 16,
+    )
+    assert up_url.upload_full_url is not None
+    from cdn import encrypt
+
+    r = await env.client.http.post(
+        up_url.upload_full_url,
+        content=encrypt(data, bytes(16)),
+        headers={"Content-Type": "application/octet-stream", "Authorization": "Bearer x"},
+    )
+    assert r.status_code == 400
+    assert [v["rule"] for v in env.sb.violations()] == ["cdn.auth_header"]
+    env.sb.reset()
+
+
 @pytest.mark.parametrize("form", ["hex", "base64_raw", "base64_hex"])
 async def test_inbound_image_key_forms(env: Env, form: Any) -> None:
     raw = env.sb.user_says(USER, image=PNG, image_key_form=form)
