@@ -275,6 +275,9 @@ def parse_push(
     tags = params.get("tags", "tag", "ta")
     click = params.get("click")
 
+    if ctype.startswith("multipart/"):
+        raise BodyError("multipart forms are not accepted: send the text as the body, a JSON "
+                        "object, or PUT the file's bytes")
     if method == "PUT" or filename is not None or _is_binary(ctype, body):
         if not body:
             raise BodyError("empty upload: PUT the file's bytes as the request body")

@@ -8,6 +8,7 @@ import pytest
 
 from bot.serve.bodies import (
     BodyError,
+    Notification,
     alertmanager_notification,
     media_kind,
     parse_push,
@@ -16,7 +17,8 @@ from bot.serve.bodies import (
 
 
 def parse(body: bytes = b"", *, method: str = "POST", ctype: str | None = None,
-          headers: dict[str, str] | None = None, query: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+          headers: dict[str, str] | None = None,
+          query: dict[str, str] | None = None) -> Notification:
     return parse_push(method, ctype, body, headers or {}, query or {})
 
 
@@ -117,3 +119,8 @@ def test_not_a_webhook() -> None:
         alertmanager_notification([1])
     with pytest.raises(BodyError):
         alertmanager_notification({"alerts": [1]})
+
+
+def test_multipart_is_refused_clearly() -> None:
+    with pytest.raises(BodyError, match="multipart"):
+        parse(b"--x\r\n", ctype="multipart/form-data; boundary=x")

@@ -30,7 +30,7 @@ from store import Store
 from ..conftest import OWNER
 from .test_process import Serving, token_of, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark: list[pytest.MarkDecorator] = [pytest.mark.slow]
 
 
 def _chromium() -> str | None:

@@ -132,8 +132,8 @@ async def test_utf8_title_header_is_decoded(
 ) -> None:
     sb.user_says(OWNER, "hi")
     raw = "构建".encode()  # a client sending raw UTF-8 in the header
-    r = await client.post("/push", content="成功".encode(),
-                          headers=[*AUTH.items(), ("Title", raw)])  # type: ignore[list-item]
+    headers = [(k.encode(), v.encode()) for k, v in AUTH.items()] + [(b"Title", raw)]
+    r = await client.post("/push", content="成功".encode(), headers=headers)
     assert r.status_code == 200
     assert sb.delivered(OWNER)[0]["text"] == "构建\n\n成功"
 
@@ -345,7 +345,8 @@ async def test_held_push_answers_202_held_and_goes_out_when_the_user_writes(
             body = held.json()
             assert body["ok"] is False and body["state"] == "held"
             assert "window" in body["reason"] or "quota" in body["reason"]
-            assert store.get_outbox(body["id"]).state.value == "held"
+            row = store.get_outbox(body["id"])
+            assert row is not None and row.state.value == "held"
             assert [d["text"] for d in sb.delivered(OWNER)] == ["one"]
 
             sb.user_says(OWNER, "back")  # opens the window for one message: the held one
