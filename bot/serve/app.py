@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ilink import IlinkError, SessionExpired
-from ilink.log import get_logger
+from ilink.log import get_logger, register_secret
 
 from ..accounts import choose_account
 from ..config import Config
@@ -96,6 +96,7 @@ class Gateway:
     ) -> None:
         self.config = config
         self.token = token
+        register_secret(token)  # never in a log line
         self._store = store
         self._transport = transport
         self.catch_up_seconds = catch_up_seconds

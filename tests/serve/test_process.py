@@ -246,3 +246,30 @@ def test_poll_logs_in_on_the_page_then_receives_and_pushes(
     assert code == 0, serving.output()
     assert [d["text"] for d in sb.delivered(OWNER)] == ["one", "two"]
     assert token not in serving.output()
+
+
+@pytest.mark.slow
+def test_poll_with_a_bot_runs_its_handlers_next_to_the_gateway(
+    env: dict[str, str], server: tuple[Sandbox, SandboxServer]
+) -> None:
+    sb, srv = server
+    login(sb, srv, Path(env["ILINKBOT_HOME"]))
+    token = token_of(env)
+    serving = Serving(env, "--poll", "--bot", str(ROOT / "tests" / "bots" / "echo_bot.py"))
+    try:
+        assert serving.info["poll"] is True
+        sb.user_says(OWNER, "ping")
+        wait_until(lambda: [d["text"] for d in sb.delivered(OWNER)] == ["echo: ping"], 15,
+                   "the bot's reply")
+        with httpx.Client(base_url=serving.url, timeout=20) as http:
+            r = http.post(f"/push?auth={token}", content=b"and a push")
+            assert r.status_code == 200, r.text
+    finally:
+        code = serving.stop()
+    assert code == 0, serving.output()
+    assert [d["text"] for d in sb.delivered(OWNER)] == ["echo: ping", "and a push"]
+
+
+def test_bot_without_poll_is_a_usage_error(env: dict[str, str]) -> None:
+    r = cli(env, "--json", "serve", "--bot", "x:bot")
+    assert r.returncode == 2 and "--poll" in json.loads(r.stdout)["error"]

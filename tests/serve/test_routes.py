@@ -93,9 +93,6 @@ async def test_health_and_login_page_need_no_token_but_hold_no_secret(
 async def test_the_token_never_appears_in_logs(
     client: httpx.AsyncClient, sb: Sandbox, account: object
 ) -> None:
-    from ilink.log import register_secret
-
-    register_secret(TOKEN)  # load_or_create_token does this for the real token
     sb.user_says(OWNER, "hi")
     with capture_logs() as logs:
         await client.post(f"/push?auth={TOKEN}", content=b"x")
