@@ -72,8 +72,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-# PostgreSQL advisory-lock namespace for "one batch recorder per account at a time".
-_PG_BATCH_LOCK_NAMESPACE = 0x696D
+# PostgreSQL advisory-lock namespaces (two-int4 keys: namespace, hashtext(bot_id)).
+_PG_BATCH_LOCK_NAMESPACE = 0x696D  # one batch recorder per account at a time
+_PG_CLAIM_LOCK_NAMESPACE = 0x696E  # one claim per account at a time
 
 
 class StoreError(Exception):
@@ -782,6 +783,15 @@ class Store:
         if self._pg:
             query = query.with_for_update(of=outbox, skip_locked=True)
         with self._write() as conn:
+            if self._pg and ids is None:
+                # Claims of one account take turns (they are short), so the in-flight test
+                # above sees the previous claimer's committed rows: per-user order stays strict
+                # with several sender processes. SKIP LOCKED still keeps a claim from waiting
+                # on rows another transaction (mark_*, retry, release) holds.
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:ns, hashtext(:bot))"),
+                    {"ns": _PG_CLAIM_LOCK_NAMESPACE, "bot": bot_id},
+                )
             candidates = conn.execute(query).all()
             if not candidates:
                 return []

@@ -57,6 +57,14 @@ def test_four_processes_mixed_operations(db_url: str) -> None:
         pending = store.list_outbox(BOT, state=OutboxState.PENDING)
         assert len(sent) + len(pending) == OUTBOX_ROWS
 
+        # per-user order: each user's sent rows are a prefix of that user's queue, sent in order
+        for user in OUT_USERS:
+            queue = [r.id for r in store.list_outbox(BOT, user_id=user)]
+            mine = sorted((r for r in sent if r.user_id == user), key=lambda r: r.id)
+            assert [r.id for r in mine] == queue[: len(mine)], user
+            times = [r.sent_at for r in mine]
+            assert times == sorted(times), user  # type: ignore[type-var]
+
         # reply-window counters: one increment per sent row, none lost
         per_user = Counter(r.user_id for r in sent)
         for user in OUT_USERS:
