@@ -137,7 +137,8 @@ class Store:
 
         ``database_url`` None: SQLite at ``(home or $ILINKBOT_HOME or ~/.ilinkbot)/ilinkbot.db``,
         directory 0700 and file 0600. ``sqlite:///path`` or ``postgresql+psycopg://...``
-        otherwise. ``clock`` (aware UTC ``now``) is for tests.
+        otherwise; ``sqlite://`` (in memory, one shared connection) is for single-threaded
+        tests only. ``clock`` (aware UTC ``now``) is for tests.
         """
         url = resolve_url(database_url, home)
         engine = create_store_engine(url)
