@@ -480,3 +480,17 @@ def test_store_is_shared_across_threads(store: Store, bot: str) -> None:
     assert sorted(claimed) == sorted(r.id for r in rows)
     assert len(store.unhandled(bot)) == 40
     assert store.get_user_data(bot, USER) == {f"k{k}": 9 for k in range(1, 5)}
+
+
+def test_unclaim_hands_rows_back_untouched(store: Store, bot: str) -> None:
+    rows = store.enqueue(bot, USER, [{"n": 1}, {"n": 2}])
+    claimed = store.claim(bot, limit=2)
+    assert [r.attempts for r in claimed] == [1, 1]
+    back = store.unclaim(rows[1].id)
+    assert back.state is OutboxState.PENDING and back.attempts == 0
+    assert back.claimed_until is None
+    assert store.unclaim(rows[1].id) == back  # not sending: unchanged
+    store.mark_sent(rows[0].id, "m")
+    assert store.unclaim(rows[0].id).state is OutboxState.SENT
+    again = store.claim(bot)
+    assert [r.id for r in again] == [rows[1].id] and again[0].attempts == 1
