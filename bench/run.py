@@ -344,7 +344,7 @@ def bench_inbound(quick: bool) -> dict[str, Any]:
     from store import Store
 
     n = 200 if quick else 1000
-    rate = 100.0
+    rate = 50.0
     users = [f"in{u:02d}@im.wechat" for u in range(50)]
     with tempfile.TemporaryDirectory(prefix="ilinkbot-bench-") as tmp, sandbox() as sp:
         home = Path(tmp) / "home"
@@ -614,7 +614,8 @@ def bench_store(quick: bool) -> dict[str, Any]:
         try:
             with tempfile.TemporaryDirectory(prefix="ilinkbot-bench-") as tmp:
                 ours = _store_rates(url, Path(tmp), n_single, n_batches, batch)
-            floor = _floor_rates(lambda: psycopg.connect(libpq), "%s", " GENERATED ALWAYS AS IDENTITY", None, n_single,
+            floor = _floor_rates(lambda: psycopg.connect(libpq), "%s",
+                                 " GENERATED ALWAYS AS IDENTITY", None, n_single,
                                  n_batches, batch)
             out["postgresql"] = _store_row(ours, floor)
         finally:
