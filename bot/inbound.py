@@ -14,9 +14,29 @@ from store import InboundRecord
 
 from .outbox import Outbox
 
-__all__ = ["absorb_batch", "inbound_record"]
+__all__ = ["MALFORMED_SENDER", "absorb_batch", "inbound_record"]
+
+#: Stands in for the sender of an entry that has none (the store needs a user id); such a
+#: row is never handled: the runner marks it dead as malformed.
+MALFORMED_SENDER = "(malformed)"
 
 _log = get_logger("ilinkbot.inbound")
+
+
+def _scrub(value: Any) -> Any:
+    """Replace lone surrogates (JSON escapes like ``\\ud800``: valid JSON, not valid
+    Unicode, unstorable as UTF-8) with U+FFFD, so one such message cannot block a batch."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return value
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
 
 
 def inbound_record(msg: WeixinMessage | Any) -> InboundRecord:
@@ -24,6 +44,9 @@ def inbound_record(msg: WeixinMessage | Any) -> InboundRecord:
     content-derived id, so it is logged and stored rather than lost or crashing the loop."""
     if isinstance(msg, WeixinMessage):
         raw = msg.to_dict()
+        clean = _scrub(raw)
+        if clean != raw:
+            msg, raw = WeixinMessage.from_dict(clean), clean
         mid = msg.provider_id
         user = msg.from_user_id or ""
         token = msg.context_token
@@ -33,12 +56,15 @@ def inbound_record(msg: WeixinMessage | Any) -> InboundRecord:
             else None
         )
     else:
-        raw = {"malformed": msg}
+        raw = {"malformed": _scrub(msg)}
         mid, user, token, created = None, "", None, None
     if not mid:
         digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
         mid = f"noid:{digest[:32]}"
     register_secret(token)
+    if not user:
+        return InboundRecord(message_id=mid, user_id=MALFORMED_SENDER, context_token=None,
+                             raw=raw, created_at=created, is_user=False)
     return InboundRecord(message_id=mid, user_id=user, context_token=token, raw=raw,
                          created_at=created)
 
@@ -55,7 +81,8 @@ async def absorb_batch(outbox: Outbox, account: Any, batch: UpdatesBatch) -> lis
     rows = await svc.call(svc.store.record_batch, account.bot_id, records, batch.cursor or "")
     if rows:
         _log.info("inbound_batch", account=account.bot_id, new=len(rows))
-    writers = list(dict.fromkeys(r.user_id for r in rows if r.user_id))
+    writers = list(dict.fromkeys(r.user_id for r in rows
+                                 if r.user_id and r.user_id != MALFORMED_SENDER))
     for user in writers:
         await outbox.release(account, user)
     return list(rows)

@@ -23,7 +23,7 @@ from .accounts import choose_account, find_account
 from .app import Bot, call_flexibly
 from .errors import AccountError
 from .exitcodes import Exit
-from .inbound import absorb_batch
+from .inbound import MALFORMED_SENDER, absorb_batch
 from .message import Context, Message
 from .scheduler import Job, Scheduler
 from .waiting import backoff, pause
@@ -307,7 +307,7 @@ class Runner:
     async def _handle(self, account: Any, row: Any) -> None:
         bot = self.bot
         store = bot.store
-        if not row.user_id:
+        if not row.user_id or row.user_id == MALFORMED_SENDER:
             await asyncio.to_thread(store.record_handler_failure, row.id,
                                     "malformed message: no sender", max_attempts=1)
             _log.warning("malformed_message_kept", account=account.bot_id, inbox_id=row.id)
