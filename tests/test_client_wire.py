@@ -62,8 +62,13 @@ async def test_post_headers_and_body_rules() -> None:
     assert list(body) == ["msg", "base_info"]
     assert body["base_info"] == {"channel_version": "2.4.9", "bot_agent": "MyBot/1.0 (x)"}
     assert list(body["msg"]) == [
-        "from_user_id", "to_user_id", "client_id", "message_type", "message_state",
-        "item_list", "context_token",
+        "from_user_id",
+        "to_user_id",
+        "client_id",
+        "message_type",
+        "message_state",
+        "item_list",
+        "context_token",
     ]
     assert body["msg"]["from_user_id"] == ""
     assert body["msg"]["message_type"] == 2 and body["msg"]["message_state"] == 2
@@ -178,21 +183,37 @@ async def test_upload_url_and_light_calls() -> None:
     rec = Recorder({"ret": 0, "upload_param": "P"})
     client = make(rec)
     url = await client.get_upload_url(
-        filekey="f" * 32, media_type=3, to_user_id="u@im.wechat", rawsize=11,
-        rawfilemd5="a0e581bef9105ace19c7d2e59e66374d", filesize=16,
+        filekey="f" * 32,
+        media_type=3,
+        to_user_id="u@im.wechat",
+        rawsize=11,
+        rawfilemd5="a0e581bef9105ace19c7d2e59e66374d",
+        filesize=16,
         aeskey="00112233445566778899aabbccddeeff",
     )
     assert url.upload_param == "P" and url.upload_full_url is None
     body = json.loads(rec.requests[0].content)
     assert list(body) == [
-        "filekey", "media_type", "to_user_id", "rawsize", "rawfilemd5", "filesize",
-        "no_need_thumb", "aeskey", "base_info",
+        "filekey",
+        "media_type",
+        "to_user_id",
+        "rawsize",
+        "rawfilemd5",
+        "filesize",
+        "no_need_thumb",
+        "aeskey",
+        "base_info",
     ]
     rec.answer = {"ret": 0}
     with pytest.raises(ProtocolError):
         await client.get_upload_url(
-            filekey="f" * 32, media_type=3, to_user_id="u", rawsize=1, rawfilemd5="0" * 32,
-            filesize=16, aeskey="0" * 32,
+            filekey="f" * 32,
+            media_type=3,
+            to_user_id="u",
+            rawsize=1,
+            rawfilemd5="0" * 32,
+            filesize=16,
+            aeskey="0" * 32,
         )
     rec.answer = {"ret": 0, "typing_ticket": "TT"}
     assert await client.get_config("u@im.wechat", None) == "TT"
@@ -203,7 +224,9 @@ async def test_upload_url_and_light_calls() -> None:
     await client.notify_stop()
     paths = [r.url.path for r in rec.requests[-3:]]
     assert paths == [
-        "/api/ilink/bot/sendtyping", "/api/ilink/bot/msg/notifystart", "/api/ilink/bot/msg/notifystop",
+        "/api/ilink/bot/sendtyping",
+        "/api/ilink/bot/msg/notifystart",
+        "/api/ilink/bot/msg/notifystop",
     ]
     assert json.loads(rec.requests[-1].content) == {
         "base_info": {"channel_version": "2.4.9", "bot_agent": "MyBot/1.0 (x)"}
@@ -218,8 +241,13 @@ async def test_timeouts_per_endpoint() -> None:
     await client.get_updates("")
     await client.send_text("u", "x", context_token="c")
     await client.get_upload_url(
-        filekey="f" * 32, media_type=1, to_user_id="u", rawsize=1, rawfilemd5="0" * 32,
-        filesize=16, aeskey="0" * 32,
+        filekey="f" * 32,
+        media_type=1,
+        to_user_id="u",
+        rawsize=1,
+        rawfilemd5="0" * 32,
+        filesize=16,
+        aeskey="0" * 32,
     )
     await client.get_config("u")
     await client.send_typing("u", "t", 2)
