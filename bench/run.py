@@ -281,7 +281,9 @@ def bench_send(quick: bool) -> dict[str, Any]:
 
 _ECHO_FLOOR = r"""
 import asyncio, sys, httpx
-from ilink import IlinkClient
+from ilink import IlinkClient, IlinkError, build_send_body
+from ilink.models import MessageItem
+from ilink.wire import new_client_id
 from ilink.log import configure_logging
 configure_logging(level="error", json=True)
 async def main(api, token):
@@ -293,10 +295,19 @@ async def main(api, token):
             batch = await c.get_updates(cursor)
             cursor = batch.cursor or cursor
             for m in batch.messages:
-                text = m.items[0].text_item.text
-                t = asyncio.create_task(c.send_text(m.from_user_id, "echo: " + text,
-                                                    context_token=m.context_token))
+                t = asyncio.create_task(echo(c, m))
                 tasks.add(t); t.add_done_callback(tasks.discard)
+async def echo(c, m):
+    body = build_send_body(m.from_user_id, MessageItem.text("echo: " + m.items[0].text_item.text),
+                           client_id=new_client_id(), context_token=m.context_token)
+    for attempt in range(100):  # the same client_id each time: the server de-duplicates
+        try:
+            async with SEM:
+                return await c.send_message(body)
+        except IlinkError as exc:
+            print("floor retry:", exc, file=sys.stderr, flush=True)
+            await asyncio.sleep(min(0.05 * attempt, 1.0))
+SEM = asyncio.Semaphore(16)
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
@@ -324,7 +335,9 @@ def _latencies(sp: SandboxProc, bot_id: str, sent: dict[str, float],
         if sum(1 for t in sent if f"echo: {t}" in got) == len(sent):
             break
         if time.monotonic() > deadline:
-            raise SystemExit(f"inbound bench: only {len(got)} of {len(sent)} echoes")
+            missing = [t for t in sent if f"echo: {t}" not in got][:5]
+            raise SystemExit(f"inbound bench: only {len(got)} of {len(sent)} echoes for "
+                             f"{bot_id}; missing e.g. {missing}")
         time.sleep(0.2)
     dup = len([d for d in sp.delivered() if d["bot_id"] == bot_id]) - len(sent)
     if dup:
@@ -344,7 +357,7 @@ def bench_inbound(quick: bool) -> dict[str, Any]:
     from store import Store
 
     n = 200 if quick else 1000
-    rate = 50.0
+    rate = 20.0
     users = [f"in{u:02d}@im.wechat" for u in range(50)]
     with tempfile.TemporaryDirectory(prefix="ilinkbot-bench-") as tmp, sandbox() as sp:
         home = Path(tmp) / "home"
@@ -373,7 +386,13 @@ def bench_inbound(quick: bool) -> dict[str, Any]:
                                     stdout=fh, stderr=fh)
         try:
             _wait_online(sp, bot_id, proc)
-            run_lat = _latencies(sp, bot_id, _inject(sp, bot_id, users, n, rate, "run"), 300)
+            try:
+                run_lat = _latencies(sp, bot_id, _inject(sp, bot_id, users, n, rate, "run"),
+                                     300)
+            except SystemExit:
+                shutil.copy(log, RESULTS / "inbound-runner.log")
+                shutil.copy(home / "ilinkbot.db", RESULTS / "inbound-runner.db")
+                raise
         finally:
             proc.terminate()
             proc.wait(30)
@@ -650,6 +669,7 @@ FIGURES: dict[str, Callable[[bool], dict[str, Any]]] = {
 
 def table(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     rows: list[tuple[str, str, str, str, str]] = []
+    results = {k: v for k, v in results.items() if not (isinstance(v, dict) and "error" in v)}
 
     def met(v: Any) -> str:
         return "-" if v is None else ("yes" if v else "NO")
@@ -716,7 +736,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in wanted:
         print(f"[{name}] ...", flush=True)
         started = time.perf_counter()
-        results[name] = FIGURES[name](a.quick)
+        try:
+            results[name] = FIGURES[name](a.quick)
+        except SystemExit as exc:  # one broken figure must not hide the others
+            print(f"[{name}] FAILED: {exc}", flush=True)
+            results[name] = {"error": str(exc), "target": TARGETS[name], "met": None}
         results[name]["bench_seconds"] = round(time.perf_counter() - started, 1)
     rows = table(results)
     head = ("figure", "ilinkbot", "floor", "ratio", "target met")
