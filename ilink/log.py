@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 import threading
+from collections import deque
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -47,30 +48,72 @@ SECRET_KEYS = frozenset(
 )
 
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
+
+# Value masking must stay cheap with many secrets (a fresh context token arrives with every
+# message): secrets are indexed by their first _PREFIX characters, and a text is scanned only
+# inside runs of token-like characters, one dict lookup per position.
+_PREFIX = 6
+_MAX_SECRETS = 100_000
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9+/=_\-.:@~%]{" + str(_PREFIX) + ",}")
 _lock = threading.Lock()
-_secrets: set[str] = set()
-_secret_re: re.Pattern[str] | None = None
+_by_prefix: dict[str, set[str]] = {}
+_order: deque[str] = deque()
 
 
 def register_secret(value: str | None) -> None:
-    """Mask ``value`` wherever it appears in any later log line."""
-    global _secret_re
-    if not value or len(value) < 6:
+    """Mask ``value`` wherever it appears in any later log line.
+
+    The newest 100 000 secrets are remembered (older context tokens are forgotten first).
+    """
+    if not value or len(value) < _PREFIX:
         return
     with _lock:
-        if value in _secrets:
+        bucket = _by_prefix.setdefault(value[:_PREFIX], set())
+        if value in bucket:
             return
-        _secrets.add(value)
-        alts = sorted(_secrets, key=len, reverse=True)
-        _secret_re = re.compile("|".join(re.escape(s) for s in alts))
+        bucket.add(value)
+        _order.append(value)
+        if len(_order) > _MAX_SECRETS:
+            old = _order.popleft()
+            old_bucket = _by_prefix.get(old[:_PREFIX])
+            if old_bucket is not None:
+                old_bucket.discard(old)
+                if not old_bucket:
+                    del _by_prefix[old[:_PREFIX]]
+
+
+def _mask_known(text: str) -> str:
+    if not _by_prefix:
+        return text
+    spans: list[tuple[int, int]] = []
+    for run in _TOKEN_RUN.finditer(text):
+        i, end = run.start(), run.end()
+        while i <= end - _PREFIX:
+            bucket = _by_prefix.get(text[i : i + _PREFIX])
+            hit = 0
+            if bucket:
+                for secret in bucket:
+                    if len(secret) > hit and text.startswith(secret, i):
+                        hit = len(secret)
+            if hit:
+                spans.append((i, i + hit))
+                i += hit
+            else:
+                i += 1
+    if not spans:
+        return text
+    out, last = [], 0
+    for a, b in spans:
+        out.append(text[last:a])
+        out.append(MASK)
+        last = b
+    out.append(text[last:])
+    return "".join(out)
 
 
 def _mask_text(text: str) -> str:
     text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
-    pattern = _secret_re
-    if pattern is not None:
-        text = pattern.sub(MASK, text)
-    return text
+    return _mask_known(text)
 
 
 def _is_secret_key(key: object) -> bool:
