@@ -13,6 +13,7 @@ open the same database.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -122,6 +123,9 @@ class Store:
         self._engine = engine
         self._clock = clock or _utcnow
         self._pg = engine.dialect.name == "postgresql"
+        # SQLite: writers of this process queue here instead of in SQLite's busy handler,
+        # which sleeps in steps of up to 100 ms and so turns contention into latency.
+        self._write_lock = threading.Lock() if not self._pg else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -182,7 +186,11 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._engine.begin() as conn:  # BEGIN IMMEDIATE on SQLite
+        if self._write_lock is None:
+            with self._engine.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self._engine.begin() as conn:  # BEGIN IMMEDIATE on SQLite
             yield conn
 
     @contextmanager
