@@ -8,8 +8,9 @@ delivered; when that user writes again, held rows go out first, in order.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ _log = get_logger("ilinkbot.outbox")
 
 #: Tries of one row within one delivery pass (the row's stored client_id is reused).
 TRIES_PER_PASS = 4
+#: How long ``submit`` waits for its rows when another sender has the user's earlier rows
+#: in flight, before reporting them as still pending.
+SUBMIT_WAIT_SECONDS = 30.0
 
 # Overall state of a multi-message send: the worst one wins.
 _SEVERITY = ["delivered", "unconfirmed", "held", "pending", "failed", "session_expired"]
@@ -148,48 +152,95 @@ class Outbox:
         peer = await self.svc.call(self.store.get_peer, account.bot_id, user_id)
         if peer is None or not peer.context_token:
             raise NoContextError(user_id)
-        rows = await self.svc.call(
-            self.store.enqueue, account.bot_id, user_id, list(payloads), client_ids=client_ids
-        )
-        ids = {r.id for r in rows}
         if not deliver:
+            rows = await self.svc.call(self.store.enqueue, account.bot_id, user_id,
+                                       list(payloads), client_ids=client_ids)
             return SendResult.combine(
                 [MessageOutcome(r.id, r.user_id, r.client_id, "pending") for r in rows]
             )
-        outcomes = await self.drain(account, user_id)
-        mine = {o.outbox_id: o for o in outcomes if o.outbox_id in ids}
-        # A row delivered earlier by another process is reported from the store.
-        result: list[MessageOutcome] = []
-        for r in rows:
-            if r.id in mine:
-                result.append(mine[r.id])
-            else:
-                result.append(await self._outcome_from_store(r.id))
+        # Usually nothing else waits for this user: the rows come back already claimed.
+        rows, claimed = await self.svc.call(
+            self.store.enqueue_claimed, account.bot_id, user_id, list(payloads),
+            client_ids=client_ids, lease_seconds=self.config.send_lease_seconds,
+        )
+        ids = {r.id for r in rows}
+        mine: dict[int, MessageOutcome] = {}
+        peers = {user_id: peer}
+        outcomes = (await self.drain(account, user_id, claimed=claimed, peers=peers)
+                    if claimed else [])
+        deadline = asyncio.get_running_loop().time() + SUBMIT_WAIT_SECONDS
+        passes = 0
+        while True:
+            mine.update((o.outbox_id, o) for o in outcomes if o.outbox_id in ids)
+            # This pass stopped the user's queue itself (a transient failure, a hold):
+            # whatever of ours is still pending stays so, and that is the answer.
+            stopped = any(o.user_id == user_id and o.state != "delivered"
+                          and o.state != "unconfirmed" for o in outcomes)
+            for i in ids - mine.keys():
+                o = await self._outcome_from_store(i)
+                if o.state not in ("pending", "sending") or (stopped and o.state == "pending"):
+                    mine[i] = o
+            if len(mine) == len(ids) or asyncio.get_running_loop().time() > deadline:
+                break
+            if passes:
+                await asyncio.sleep(0.05)  # another sender has this user's rows in flight
+            passes += 1
+            outcomes = await self.drain(account, user_id, peers=peers)
+        result = [mine.get(r.id) or await self._outcome_from_store(r.id) for r in rows]
         return SendResult.combine(result)
 
-    async def drain(self, account: Any, user_id: str | None = None) -> list[MessageOutcome]:
+    async def drain(
+        self,
+        account: Any,
+        user_id: str | None = None,
+        *,
+        claimed: Sequence[Any] | None = None,
+        peers: dict[str, Any] | None = None,
+    ) -> list[MessageOutcome]:
         """Deliver every pending row of the account (or of one user), oldest first.
 
+        ``claimed``: rows the caller already claimed; they are delivered and the pass ends.
         Per user, order is kept: after a row is held, that user's later rows are held
         behind it; after a transient failure they stay pending for the next pass.
         """
+        peers = peers if peers is not None else {}
+        sent: list[tuple[int, str | None]] = []
+        try:
+            return await self._drain(account, user_id, claimed, peers, sent)
+        finally:
+            # Delivered rows are marked together, once per pass: a crash before this line
+            # re-sends them after their lease with the same client_id, and the server
+            # drops the repeats.
+            if sent:
+                await self.svc.call(self.store.mark_sent_many, sent)
+
+    async def _drain(
+        self,
+        account: Any,
+        user_id: str | None,
+        claimed: Sequence[Any] | None,
+        peers: dict[str, Any],
+        sent: list[tuple[int, str | None]],
+    ) -> list[MessageOutcome]:
         outcomes: list[MessageOutcome] = []
         held_users: set[str] = set()
         waiting_users: set[str] = set()
         seen: set[int] = set()
+        limit = 50
+        rows = list(claimed or [])
         while True:
-            rows = await self.svc.call(self.store.claim, account.bot_id, limit=50,
-                                       user_id=user_id,
-                                       lease_seconds=self.config.send_lease_seconds)
             if not rows:
-                return outcomes
-            progressed = False
+                rows = await self.svc.call(self.store.claim, account.bot_id, limit=limit,
+                                           user_id=user_id,
+                                           lease_seconds=self.config.send_lease_seconds)
+                if not rows:
+                    return outcomes
+            more = claimed is None and len(rows) >= limit
             for i, row in enumerate(rows):
                 if row.id in seen or row.user_id in waiting_users:
                     await self.svc.call(self.store.unclaim, row.id)
                     continue
                 seen.add(row.id)
-                progressed = True
                 if row.user_id in held_users:
                     reason = "queued behind a held message to the same user"
                     await self.svc.call(self.store.mark_held, row.id, reason)
@@ -197,7 +248,7 @@ class Outbox:
                                                    reason=reason))
                     continue
                 try:
-                    outcome = await self._deliver(account, row)
+                    outcome = await self._deliver(account, row, peers, sent)
                 except SessionExpired:
                     await self._session_expired(account, rows[i:])
                     outcomes.extend(
@@ -212,8 +263,9 @@ class Outbox:
                     held_users.add(row.user_id)
                 elif outcome.state == "pending":
                     waiting_users.add(row.user_id)
-            if not progressed:
+            if not more:
                 return outcomes
+            rows = []
 
     async def release(self, account: Any, user_id: str) -> list[MessageOutcome]:
         """The user just wrote: held rows go back to pending (merged into one digest when
@@ -227,7 +279,9 @@ class Outbox:
 
     # ---- one row -----------------------------------------------------------------------
 
-    async def _deliver(self, account: Any, row: Any) -> MessageOutcome:
+    async def _deliver(
+        self, account: Any, row: Any, peers: dict[str, Any], sent: list[tuple[int, str | None]]
+    ) -> MessageOutcome:
         def done(state: str, message_id: str | None = None, reason: str | None = None) -> (
             MessageOutcome
         ):
@@ -235,7 +289,12 @@ class Outbox:
                       state=state, message_id=message_id, reason=reason)
             return MessageOutcome(row.id, row.user_id, row.client_id, state, message_id, reason)
 
-        peer = await self.svc.call(self.store.get_peer, account.bot_id, row.user_id)
+        # The peer is read once per pass and counted locally after each send (the store
+        # counts too, in mark_sent); a user who wrote meanwhile only widens the window.
+        peer = peers.get(row.user_id)
+        if peer is None:
+            peer = await self.svc.call(self.store.get_peer, account.bot_id, row.user_id)
+            peers[row.user_id] = peer
         win = window_state(peer, quota=self.config.reply_quota,
                            window_seconds=self.config.reply_window_seconds)
         if not win.open:
@@ -273,8 +332,9 @@ class Outbox:
                 _log.warning("send_retry", id=row.id, attempt=attempt, error=str(exc))
                 await pause(backoff(attempt))
                 continue
+            peers[row.user_id] = replace(peer, sent_since_inbound=peer.sent_since_inbound + 1)
             if ack.confirmed:
-                await self.svc.call(self.store.mark_sent, row.id, ack.message_id)
+                sent.append((row.id, ack.message_id))
                 return done("delivered", ack.message_id)
             reason = "the server answered ret=0 without a message_id: delivery not confirmed"
             await self.svc.call(self.store.mark_unconfirmed, row.id, reason)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ __all__ = ["PushRequest", "catch_up", "push", "send_to_wechat"]
 
 _log = get_logger("ilinkbot.push")
 
+#: ``last_used_at`` (which picks the default account) is refreshed at most this often.
+TOUCH_EVERY = timedelta(seconds=60)
 #: How long ``send`` long-polls getupdates for fresh context tokens when no poller runs.
 CATCH_UP_SECONDS = 2.0
 
@@ -105,7 +108,8 @@ async def push(
             raise
     targets: list[str | None] = list(recipients) or [None]
     users = [await svc.call(resolve_recipient, store, acc, t) for t in targets]
-    await svc.call(store.touch_account, acc.bot_id)
+    if acc.last_used_at is None or datetime.now(UTC) - acc.last_used_at > TOUCH_EVERY:
+        await svc.call(store.touch_account, acc.bot_id)
     outcomes: list[MessageOutcome] = []
     for user in users:
         result = await outbox.submit(acc, user, payloads)
