@@ -19,15 +19,28 @@ from .common import App, CliError
 
 __all__ = ["build_parser", "main"]
 
-# Each module adds its subcommands with ``register(subparsers, parent)``.
-_COMMAND_MODULES = (
-    "bot.cli.sandbox_cmd",
-    "bot.cli.login_cmd",
-    "bot.cli.send_cmd",
-    "bot.cli.run_cmd",
-    "bot.cli.serve_cmd",
-    "bot.cli.users_cmd",
-)
+# Each module adds its subcommands with ``register(subparsers, parent)``. Only the module
+# of the command being run is imported (all of them for --help): a cron `ilinkbot send`
+# does not pay for the QR, web or sandbox code.
+_COMMAND_MODULES = {
+    "sandbox": "bot.cli.sandbox_cmd",
+    "login": "bot.cli.login_cmd",
+    "status": "bot.cli.login_cmd",
+    "logout": "bot.cli.login_cmd",
+    "send": "bot.cli.send_cmd",
+    "outbox": "bot.cli.send_cmd",
+    "run": "bot.cli.run_cmd",
+    "serve": "bot.cli.serve_cmd",
+    "users": "bot.cli.users_cmd",
+}
+
+
+def _modules_for(argv: Sequence[str] | None) -> list[str]:
+    words = list(sys.argv[1:] if argv is None else argv)
+    for i, word in enumerate(words):
+        if word in _COMMAND_MODULES and (i == 0 or words[i - 1] != "--config"):
+            return [_COMMAND_MODULES[word]]
+    return list(dict.fromkeys(_COMMAND_MODULES.values()))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,7 +65,7 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     common = _common_options(suppress=True)
     parser = _Parser(
         prog="ilinkbot",
@@ -61,19 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ilinkbot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub, common)
+    for name in _modules_for(argv):
+        importlib.import_module(name).register(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
