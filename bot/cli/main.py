@@ -40,6 +40,8 @@ def _modules_for(argv: Sequence[str] | None) -> list[str]:
     for i, word in enumerate(words):
         if word in _COMMAND_MODULES and (i == 0 or words[i - 1] != "--config"):
             return [_COMMAND_MODULES[word]]
+    if "--version" in words:
+        return []
     return list(dict.fromkeys(_COMMAND_MODULES.values()))
 
 
