@@ -128,6 +128,23 @@ async def test_failing_handler_goes_to_error_handler_then_dead_letter(
     (dead,) = store.dead_inbox(account.bot_id)
     assert dead.attempts == 3 and "handler bug" in (dead.last_error or "")
     assert [d["text"] for d in sb.delivered(OWNER)] == ["fine"]
+    # the dead letter is visible in `ilinkbot status`
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ILINKBOT_HOME": str(config.home), "ILINKBOT_BASE_URL": sb.api_base}
+    out = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    (acc,) = json.loads(out.stdout)["accounts"]
+    assert acc["dead_inbox"] == 1
 
 
 async def test_session_expired_mid_run_stops_that_account_only(
