@@ -186,3 +186,13 @@ async def test_transient_failure_keeps_later_rows_of_that_user_pending_in_order(
     assert again.state == "delivered"
     texts = [d["text"] for d in sb.delivered(OWNER)]
     assert texts[0].startswith("A") and texts[-1] == "B" and len(texts) == 3
+
+
+async def test_4xx_is_not_retried(sb: Sandbox, svc: Service, account: object, store: Store) -> None:
+    sb.user_says(OWNER, "hi")
+    sb.queue_faults("sendmessage", ["400", "400"])
+    result = await send(svc, "refused")
+    assert result.state == "failed" and "HTTP 400" in (result.messages[0].reason or "")
+    assert [f["fault"] for f in sb.faults_fired()] == ["400"]  # one attempt only
+    assert store.get_outbox(result.messages[0].outbox_id).state == "failed"  # type: ignore[union-attr]
+    assert sb.delivered() == []
