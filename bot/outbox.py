@@ -48,6 +48,7 @@ SUBMIT_WAIT_SECONDS = 30.0
 
 # Overall state of a multi-message send: the worst one wins.
 _SEVERITY = ["delivered", "unconfirmed", "held", "pending", "failed", "session_expired"]
+_OUTCOME_OF_STATE = {"sent": "delivered", "sending": "pending", "dead": "failed"}
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ class Outbox:
             stopped = any(o.user_id == user_id and o.state != "delivered"
                           and o.state != "unconfirmed" for o in outcomes)
             for i in ids - mine.keys():
-                o = await self._outcome_from_store(i)
+                o = await self.outcome(i)
                 if o.state not in ("pending", "sending") or (stopped and o.state == "pending"):
                     mine[i] = o
             if len(mine) == len(ids) or asyncio.get_running_loop().time() > deadline:
@@ -186,7 +187,7 @@ class Outbox:
                 await asyncio.sleep(0.05)  # another sender has this user's rows in flight
             passes += 1
             outcomes = await self.drain(account, user_id, peers=peers)
-        result = [mine.get(r.id) or await self._outcome_from_store(r.id) for r in rows]
+        result = [mine.get(r.id) or await self.outcome(r.id) for r in rows]
         return SendResult.combine(result)
 
     async def drain(
@@ -397,13 +398,13 @@ class Outbox:
         for r in rows:
             await self.svc.call(self.store.drop_outbox, r.id)
 
-    async def _outcome_from_store(self, outbox_id: int) -> MessageOutcome:
+    async def outcome(self, outbox_id: int) -> MessageOutcome:
+        """A row's state as a send outcome (``sent`` is ``delivered``; a row another sender
+        has in flight is still ``pending``; a dropped one is ``failed``)."""
         row = await self.svc.call(self.store.get_outbox, outbox_id)
-        state = {"sent": "delivered"}.get(row.state, row.state)
-        if state == "sending":
-            state = "pending"
-        return MessageOutcome(row.id, row.user_id, row.client_id, state, row.message_id,
-                              row.last_error)
+        state = _OUTCOME_OF_STATE.get(row.state, row.state)
+        reason = row.last_error or ("dropped" if row.state == "dead" else None)
+        return MessageOutcome(row.id, row.user_id, row.client_id, state, row.message_id, reason)
 
 
 def _retryable(exc: IlinkError) -> bool:

@@ -162,7 +162,7 @@ def run_outbox(app: App) -> int:
                 outcomes = await outbox.drain(account, row.user_id)
                 mine = [o for o in outcomes if o.outbox_id == row.id]
                 if not mine:
-                    mine = [await outbox._outcome_from_store(row.id)]
+                    mine = [await outbox.outcome(row.id)]
                 return SendResult.combine(mine)
             finally:
                 await svc.aclose()
