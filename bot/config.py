@@ -11,7 +11,9 @@ from typing import Any
 
 from ilink import DEFAULT_BASE_URL, DEFAULT_CDN_BASE_URL, DEFAULT_CHANNEL_VERSION, __version__
 
-__all__ = ["Config", "ConfigError", "load_config"]
+__all__ = ["LOG_LEVELS", "Config", "ConfigError", "load_config"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(Exception):
@@ -29,7 +31,7 @@ class Config:
     bot_agent: str = f"ilinkbot/{__version__}"
     channel_version: str = DEFAULT_CHANNEL_VERSION
     route_tag: str | None = None
-    log_level: str = "info"
+    log_level: str | None = None
     reply_quota: int = 10
     reply_window_seconds: int = 86400
     chunk_size: int = 2000
@@ -58,7 +60,7 @@ _ENV = {
 def _check_type(key: str, value: Any, source: str) -> Any:
     default = _FILE_KEYS[key].default
     if value is None:
-        if key in ("database_url", "route_tag"):
+        if key in ("database_url", "route_tag", "log_level"):
             return None
         raise ConfigError(f"{source}: {key} must not be null")
     if isinstance(default, bool):
@@ -71,6 +73,8 @@ def _check_type(key: str, value: Any, source: str) -> Any:
         kind = type(default).__name__ if default is not None else "str"
         extra = " (> 0)" if isinstance(default, int) and not isinstance(default, bool) else ""
         raise ConfigError(f"{source}: {key} must be a {kind}{extra}, got {value!r}")
+    if key == "log_level" and str(value).lower() not in LOG_LEVELS:
+        raise ConfigError(f"{source}: log_level must be one of {', '.join(LOG_LEVELS)}")
     if key in ("base_url", "cdn_base_url") and not str(value).startswith(("http://", "https://")):
         raise ConfigError(f"{source}: {key} must start with http:// or https://, got {value!r}")
     return value

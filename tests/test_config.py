@@ -47,6 +47,7 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ('{"reply_quota": "ten"}', "reply_quota must be"),
         ('{"base_url": "ftp://x"}', "must start with http"),
         ("[1]", "expected a JSON object"),
+        ('{"log_level": "loud"}', "log_level must be one of"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, content: str, message: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from ilink import IlinkError, SessionExpired, __version__
 from ilink.log import configure_logging, get_logger
 
-from ..config import ConfigError
+from ..config import LOG_LEVELS, ConfigError
 from ..errors import BotError
 from ..exitcodes import Exit
 from .common import App, CliError
@@ -63,7 +63,7 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH", help="config file", **d)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout", **d)
     p.add_argument("--log-json", action="store_true", help="log JSON lines", **d)
-    p.add_argument("--log-level", help="debug, info, warning, error", **d)
+    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, **d)
     return p
 
 
@@ -91,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     app: App | None = None
     try:
         app = App.from_args(args)
-        level = args.log_level or app.config.log_level
+        # One-shot commands stay quiet unless asked; services log what they do.
+        quiet = args.command not in ("run", "serve", "sandbox")
+        level = args.log_level or app.config.log_level or ("warning" if quiet else "info")
         configure_logging(json=True if args.log_json else None, level=level)
         code = int(args.func(app))
     except CliError as exc:
