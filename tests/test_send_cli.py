@@ -17,7 +17,7 @@ import pytest
 from ilink.sandbox import Sandbox, SandboxServer
 from store import Store
 
-from .test_runner_processes import env_for, login, start_runner, wait_until, write_config
+from .processes import env_for, login, start_runner, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 OWNER = "owner@im.wechat"

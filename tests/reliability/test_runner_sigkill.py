@@ -11,8 +11,7 @@ import pytest
 
 from ilink.sandbox import Sandbox, SandboxServer
 from store import Store
-
-from .conftest import env_for, login, start_runner, wait_until, write_config
+from tests.processes import env_for, login, start_runner, wait_until, write_config
 
 USERS = [f"u{u:02d}@im.wechat" for u in range(50)]
 PER_USER = 10

@@ -35,8 +35,7 @@ from ilink import SessionExpired
 from ilink.log import configure_logging, get_logger
 from ilink.sandbox import Sandbox, SandboxServer
 from store import Store
-
-from .conftest import ECHO_BOT, OWNER, ROOT, env_for, write_config
+from tests.processes import ECHO_BOT, OWNER, ROOT, env_for, write_config
 
 FRIEND = "friend@im.wechat"
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
@@ -44,7 +43,7 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> str:
-    r = subprocess.run([sys.executable, "-m", "bot.cli.main", "--log-json", "--log-level",
+    r = subprocess.run([sys.executable, "-m", "bot.cli", "--log-json", "--log-level",
                         "debug", *args], env=env, cwd=ROOT, capture_output=True, text=True,
                        timeout=timeout)
     return r.stdout + r.stderr
@@ -120,7 +119,7 @@ def test_no_secret_in_any_log_line_or_output(
         outputs.append(cli(env, "outbox"))
         said.append(sb.user_says(OWNER, "to the runner", bot_id=account.bot_id))
         fh = (tmp_path / "run.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli.main", "--log-json",
+        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "--log-json",
                                  "--log-level", "debug", "run", ECHO_BOT], env=env,
                                 cwd=ROOT, stdout=fh, stderr=fh)
         try:

@@ -20,8 +20,7 @@ from bot.service import Service
 from bot.testing import no_real_waiting, sandbox_login
 from ilink.sandbox import Sandbox, SandboxServer
 from store import Store
-
-from .conftest import OWNER
+from tests.processes import OWNER
 
 N = 500
 USERS = [f"user{u}@im.wechat" for u in range(5)]
