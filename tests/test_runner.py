@@ -255,3 +255,23 @@ async def test_no_account_means_a_clear_error_not_a_qr_login(
     runner = Runner(bot, install_signals=False)
     assert await runner.serve() == Exit.NO_ACCOUNT
     assert sb.qr_codes() == []
+
+
+def test_bot_from_config_reads_the_file_and_applies_overrides(tmp_path: Any) -> None:
+    import json
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"reply_quota": 4, "chunk_size": 500}))
+    bot = Bot.from_config(path, reply_quota=2)
+    assert bot.config.reply_quota == 2 and bot.config.chunk_size == 500
+    assert bot.config.config_path == path
+
+
+def test_filters_compose() -> None:
+    from types import SimpleNamespace
+
+    msg = SimpleNamespace(text="/deploy prod", kind="text", user="a@im.wechat", command="deploy")
+    f = (filters.startswith("/") & filters.from_user("a@im.wechat")) | filters.image
+    assert f(msg) and not (~f)(msg)
+    assert filters.regex(r"prod$")(msg) and filters.command("Deploy")(msg)
+    assert not filters.from_user("b@im.wechat")(msg)
