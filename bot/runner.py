@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import uuid
@@ -227,7 +228,7 @@ class Runner:
 
     async def _wait_jittered(self, seconds: float) -> None:
         # jitter within ±25 % so many bots do not retry in step
-        delay = seconds * (0.75 + 0.5 * (backoff(1, base=1.0, cap=1.0)))
+        delay = seconds * random.uniform(0.75, 1.25)
         stop = asyncio.create_task(self.stop.wait())
         sleeper = asyncio.create_task(pause(delay))
         await asyncio.wait({stop, sleeper}, return_when=asyncio.FIRST_COMPLETED)
@@ -296,13 +297,11 @@ class Runner:
                 finally:
                     self._inflight.discard(row.id)
         finally:
+            # No await between the last empty() and here, so nothing can have been queued
+            # meanwhile; rows left by a cancelled worker stay unhandled in the inbox and are
+            # handled first on the next start.
             if self._queues.get(key) is queue:
                 del self._queues[key]
-            # rows queued after the loop saw the queue empty get a new worker
-            if not queue.empty():
-                for leftover in list(queue._queue):  # type: ignore[attr-defined]
-                    self._inflight.discard(leftover.id)
-                    self._dispatch(account, leftover)
 
     async def _handle(self, account: Any, row: Any) -> None:
         bot = self.bot
