@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 
 from ilink import IlinkClient
-from ilink.log import register_secret
 from store import Store
 
 from .config import Config
@@ -46,23 +45,19 @@ class Service:
         cached = self._clients.get(account.bot_id)
         base = account.base_url or self.config.base_url
         if cached is None or cached.token != account.token or cached.base_url != base:
-            register_secret(account.token)
-            cached = IlinkClient(
-                base,
-                account.token,
-                http=self.http,
-                channel_version=self.config.channel_version,
-                bot_agent=self.config.bot_agent,
-                route_tag=self.config.route_tag,
-            )
+            cached = self._new_client(base, account.token)
             self._clients[account.bot_id] = cached
         return cached
 
     def anonymous_client(self) -> IlinkClient:
         """A client without a token, for QR login."""
+        return self._new_client(self.config.base_url, None)
+
+    def _new_client(self, base_url: str, token: str | None) -> IlinkClient:
+        # IlinkClient registers the token with the log redaction itself.
         return IlinkClient(
-            self.config.base_url,
-            None,
+            base_url,
+            token,
             http=self.http,
             channel_version=self.config.channel_version,
             bot_agent=self.config.bot_agent,
