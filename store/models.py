@@ -48,6 +48,7 @@ __all__ = [
     "Peer",
     "PendingLogin",
     "UTCDateTime",
+    "dump_json",
     "metadata",
 ]
 
@@ -101,6 +102,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def dump_json(value: Any) -> str | None:
+    """JSON text as :class:`JSONText` stores it (compact, non-ASCII kept as is)."""
+    if value is None:
+        return None
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 class JSONText(TypeDecorator[Any]):
     """Any JSON value stored as text (compact, non-ASCII kept as is)."""
 
@@ -108,9 +116,7 @@ class JSONText(TypeDecorator[Any]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return dump_json(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         if value is None:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from . import migrations
+from .driver import DriverLane, columns
 from .engine import BEGIN_MODE_OPTION, create_store_engine, resolve_url
 from .models import (
     Account,
@@ -52,6 +54,7 @@ from .models import (
     UTCDateTime,
     accounts,
     cursors,
+    dump_json,
     inbox,
     leases,
     outbox,
@@ -125,6 +128,8 @@ class Store:
         # SQLite: writers of this process queue here instead of in SQLite's busy handler,
         # which sleeps in steps of up to 100 ms and so turns contention into latency.
         self._write_lock = threading.Lock() if not self._pg else None
+        # The send path's statements run on the driver directly (see store.driver).
+        self._lane = DriverLane(engine, self._write_lock)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -296,19 +301,17 @@ class Store:
         return account
 
     def get_account(self, bot_id: str) -> Account | None:
-        with self._read() as conn:
-            row = conn.execute(
-                select(accounts).where(accounts.c.bot_id == bot_id)
-            ).mappings().first()
+        with self._lane.read() as cur:
+            row = cur.one(accounts, f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE bot_id = ?",
+                          (bot_id,))
         return _account(row) if row is not None else None
 
     def list_accounts(self) -> list[Account]:
         """All accounts, most recently used first."""
-        with self._read() as conn:
-            rows = conn.execute(
-                select(accounts).order_by(accounts.c.last_used_at.desc(), accounts.c.bot_id)
-            ).mappings()
-            return [_account(r) for r in rows]
+        with self._lane.read() as cur:
+            rows = cur.all(accounts, f"SELECT {_ACCOUNT_COLS} FROM accounts "
+                                     "ORDER BY last_used_at DESC, bot_id")
+        return [_account(r) for r in rows]
 
     def set_account_state(self, bot_id: str, state: AccountState | str) -> None:
         state = AccountState(state)
@@ -623,10 +626,9 @@ class Store:
     # ------------------------------------------------------------------ peers
 
     def get_peer(self, bot_id: str, user_id: str) -> Peer | None:
-        with self._read() as conn:
-            row = conn.execute(
-                select(peers).where(peers.c.bot_id == bot_id, peers.c.user_id == user_id)
-            ).mappings().first()
+        with self._lane.read() as cur:
+            row = cur.one(peers, f"SELECT {_PEER_COLS} FROM peers "
+                                 "WHERE bot_id = ? AND user_id = ?", (bot_id, user_id))
         return _peer(row) if row is not None else None
 
     def list_peers(self, bot_id: str) -> list[Peer]:
@@ -664,10 +666,9 @@ class Store:
             conn.execute(stmt)
 
     def resolve_alias(self, bot_id: str, alias: str) -> str | None:
-        with self._read() as conn:
-            value = conn.execute(
-                select(peers.c.user_id).where(peers.c.bot_id == bot_id, peers.c.alias == alias)
-            ).scalar_one_or_none()
+        with self._lane.read() as cur:
+            value = cur.scalar("SELECT user_id FROM peers WHERE bot_id = ? AND alias = ?",
+                               (bot_id, alias))
         return str(value) if value is not None else None
 
     # ------------------------------------------------------------------ outbox
@@ -735,78 +736,63 @@ class Store:
             raise ValueError("user_id must be non-empty")
         payloads = [dict(item) for item in items]
         now = self._now()
-        ids: list[int] = []
+        stamp = self._lane.ts(now)
+        rows: list[OutboxRow] = []
         inserted: set[int] = set()
-        with self._write() as conn:
-            self._require_account(conn, bot_id)
+        with self._lane.write() as cur:
+            if cur.scalar("SELECT 1 FROM accounts WHERE bot_id = ?", (bot_id,)) is None:
+                raise UnknownAccountError(f"unknown account {bot_id!r}")
             claimed_until = None
             if claim_lease_seconds is not None and state == OutboxState.PENDING:
                 if self._pg:  # claims of one account take turns (see claim)
-                    conn.execute(
-                        text("SELECT pg_advisory_xact_lock(:ns, hashtext(:bot))"),
-                        {"ns": _PG_CLAIM_LOCK_NAMESPACE, "bot": bot_id},
-                    )
-                waiting = conn.execute(
-                    select(outbox.c.id)
-                    .where(
-                        outbox.c.bot_id == bot_id,
-                        outbox.c.user_id == user_id,
-                        outbox.c.state.in_(
-                            [s.value for s in (OutboxState.PENDING, OutboxState.SENDING,
-                                               OutboxState.HELD)]
-                        ),
-                    )
-                    .limit(1)
-                ).first()
+                    cur.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))",
+                                (_PG_CLAIM_LOCK_NAMESPACE, bot_id))
+                waiting = cur.scalar(
+                    "SELECT id FROM outbox WHERE bot_id = ? AND user_id = ? "
+                    "AND state IN (?, ?, ?) LIMIT 1",
+                    (bot_id, user_id, OutboxState.PENDING.value, OutboxState.SENDING.value,
+                     OutboxState.HELD.value),
+                )
                 if waiting is None:
                     claimed_until = now + timedelta(seconds=claim_lease_seconds)
+            new_state = OutboxState.SENDING.value if claimed_until else state.value
             for seq, payload in enumerate(payloads):
                 given = client_ids[seq] if client_ids is not None else None
+                payload_json = dump_json(payload)
                 while True:
                     client_id = given or new_client_id()
-                    stmt = (
-                        self._insert(outbox)
-                        .values(
-                            bot_id=bot_id,
-                            user_id=user_id,
-                            client_id=client_id,
-                            payload=payload,
-                            state=OutboxState.SENDING.value if claimed_until else state.value,
-                            attempts=1 if claimed_until else 0,
-                            claimed_until=claimed_until,
-                            seq=seq,
-                            group_key=group,
-                            created_at=now,
-                            updated_at=now,
-                        )
-                        .on_conflict_do_nothing(
-                            index_elements=[outbox.c.bot_id, outbox.c.client_id]
-                        )
-                        .returning(outbox.c.id)
+                    row = cur.one(
+                        outbox,
+                        "INSERT INTO outbox (bot_id, user_id, client_id, payload, state, "
+                        "attempts, claimed_until, seq, group_key, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (bot_id, client_id) DO NOTHING "
+                        f"RETURNING {_OUTBOX_COLS}",
+                        (bot_id, user_id, client_id, payload_json, new_state,
+                         1 if claimed_until else 0, self._lane.ts(claimed_until), seq, group,
+                         stamp, stamp),
                     )
-                    new_id = conn.execute(stmt).scalar_one_or_none()
-                    if new_id is not None:
-                        ids.append(int(new_id))
-                        inserted.add(int(new_id))
+                    if row is not None:
+                        rows.append(_outbox_row(row))
+                        inserted.add(rows[-1].id)
                         break
                     if given is None:
                         continue  # a generated id collided: draw another
-                    existing = conn.execute(
-                        select(outbox.c.id, outbox.c.user_id).where(
-                            outbox.c.bot_id == bot_id, outbox.c.client_id == given
-                        )
-                    ).one()
-                    if existing.user_id != user_id:
+                    existing = cur.one(
+                        outbox,
+                        f"SELECT {_OUTBOX_COLS} FROM outbox WHERE bot_id = ? AND client_id = ?",
+                        (bot_id, given),
+                    )
+                    assert existing is not None  # the conflict said it is there
+                    rows.append(_outbox_row(existing))
+                    if rows[-1].user_id != user_id:
                         log.warning(
                             "outbox_client_id_reused",
                             bot_id=bot_id,
                             client_id=given,
-                            outbox_id=existing.id,
+                            outbox_id=rows[-1].id,
                         )
-                    ids.append(int(existing.id))
                     break
-            by_id = {row.id: row for row in self._outbox_by_ids(conn, ids)}
-        rows = [by_id[i] for i in ids]
         claimed = [r for r in rows if claimed_until is not None and r.id in inserted]
         return rows, claimed
 
@@ -900,39 +886,36 @@ class Store:
     def mark_sent_many(self, sent: Sequence[tuple[int, str | None]]) -> list[OutboxRow]:
         """:meth:`mark_sent` for several rows in one transaction (a sender's pass)."""
         now = self._now()
+        stamp = self._lane.ts(now)
+        lock = " FOR UPDATE" if self._pg else ""
         out: list[OutboxRow] = []
-        with self._write() as conn:
+        with self._lane.write() as cur:
             for outbox_id, message_id in sent:
-                out.append(self._mark_sent(conn, outbox_id, message_id, now))
-        return out
-
-    def _mark_sent(
-        self, conn: Connection, outbox_id: int, message_id: str | None, now: datetime
-    ) -> OutboxRow:
-        row = self._outbox_for_update(conn, outbox_id)
-        if row.state == OutboxState.SENT:
-            if message_id and not row.message_id:
-                conn.execute(
-                    update(outbox)
-                    .where(outbox.c.id == outbox_id)
-                    .values(message_id=message_id, updated_at=now)
+                found = cur.one(outbox, f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?{lock}",
+                                (outbox_id,))
+                if found is None:
+                    raise NotFoundError(f"no outbox row {outbox_id}")
+                row = _outbox_row(found)
+                if row.state == OutboxState.SENT:
+                    if message_id and not row.message_id:  # a late id for a sent row
+                        cur.execute("UPDATE outbox SET message_id = ?, updated_at = ? "
+                                    "WHERE id = ?", (message_id, stamp, outbox_id))
+                        row = replace(row, message_id=message_id, updated_at=now)
+                    out.append(row)
+                    continue
+                cur.execute(
+                    "UPDATE outbox SET state = ?, message_id = ?, last_error = NULL, "
+                    "claimed_until = NULL, sent_at = ?, updated_at = ? WHERE id = ?",
+                    (OutboxState.SENT.value, message_id or None, stamp, stamp, outbox_id),
                 )
-                return self._outbox_by_id(conn, outbox_id)
-            return row
-        conn.execute(
-            update(outbox)
-            .where(outbox.c.id == outbox_id)
-            .values(
-                state=OutboxState.SENT.value,
-                message_id=message_id or None,
-                last_error=None,
-                claimed_until=None,
-                sent_at=now,
-                updated_at=now,
-            )
-        )
-        self._peer_sent(conn, row)
-        return self._outbox_by_id(conn, outbox_id)
+                cur.execute(
+                    "UPDATE peers SET sent_since_inbound = sent_since_inbound + 1 "
+                    "WHERE bot_id = ? AND user_id = ?", (row.bot_id, row.user_id),
+                )
+                out.append(replace(row, state=OutboxState.SENT, message_id=message_id or None,
+                                   last_error=None, claimed_until=None, sent_at=now,
+                                   updated_at=now))
+        return out
 
     def mark_unconfirmed(self, outbox_id: int, reason: str) -> OutboxRow:
         """ret=0 without a message id: accepted, delivery unknown. Counts against the window."""
@@ -1064,8 +1047,9 @@ class Store:
             return [_outbox_row(r) for r in conn.execute(query).mappings()]
 
     def get_outbox(self, outbox_id: int) -> OutboxRow | None:
-        with self._read() as conn:
-            row = conn.execute(select(outbox).where(outbox.c.id == outbox_id)).mappings().first()
+        with self._lane.read() as cur:
+            row = cur.one(outbox, f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?",
+                          (outbox_id,))
         return _outbox_row(row) if row is not None else None
 
     def retry_outbox(self, outbox_id: int) -> OutboxRow:
@@ -1190,19 +1174,21 @@ class Store:
 
     def lease_holder(self, bot_id: str) -> str | None:
         """The current holder, or None if the lease is free or expired."""
-        with self._read() as conn:
-            value = conn.execute(
-                select(leases.c.owner).where(
-                    leases.c.bot_id == bot_id, leases.c.expires_at >= self._now()
-                )
-            ).scalar_one_or_none()
+        with self._lane.read() as cur:
+            value = cur.scalar("SELECT owner FROM leases WHERE bot_id = ? AND expires_at >= ?",
+                               (bot_id, self._lane.ts(self._now())))
         return str(value) if value is not None else None
 
 
 # ---------------------------------------------------------------------- row conversion
 
 
-def _account(r: RowMapping) -> Account:
+_ACCOUNT_COLS = columns(accounts)
+_PEER_COLS = columns(peers)
+_OUTBOX_COLS = columns(outbox)
+
+
+def _account(r: Mapping[Any, Any]) -> Account:
     return Account(
         bot_id=r["bot_id"],
         token=r["token"],
@@ -1216,7 +1202,7 @@ def _account(r: RowMapping) -> Account:
     )
 
 
-def _peer(r: RowMapping) -> Peer:
+def _peer(r: Mapping[Any, Any]) -> Peer:
     return Peer(
         bot_id=r["bot_id"],
         user_id=r["user_id"],
@@ -1246,7 +1232,7 @@ def _inbox_row(r: RowMapping) -> InboxRow:
     )
 
 
-def _outbox_row(r: RowMapping) -> OutboxRow:
+def _outbox_row(r: Mapping[Any, Any]) -> OutboxRow:
     return OutboxRow(
         id=int(r["id"]),
         bot_id=r["bot_id"],
