@@ -278,7 +278,7 @@ class Bot:
         cached = self._tickets.get(key)
         if cached and cached[1] > loop.time():
             return cached[0]
-        peer = await self.service.call(self.store.get_peer, account.bot_id, user)
+        peer = await self.service.read(self.store.get_peer, account.bot_id, user)
         try:
             ticket = await self.service.client(account).get_config(
                 user, peer.context_token if peer else None

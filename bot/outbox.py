@@ -150,20 +150,28 @@ class Outbox:
         deliver: bool = True,
     ) -> SendResult:
         """Store ``payloads`` for ``user_id`` (one row each), then deliver them in order."""
-        peer = await self.svc.call(self.store.get_peer, account.bot_id, user_id)
-        if peer is None or not peer.context_token:
-            raise NoContextError(user_id)
+        store = self.store
+
+        def store_rows() -> tuple[Any, list[Any], list[Any]]:
+            # One trip to the store's thread for the peer check and the insert.
+            peer = store.get_peer(account.bot_id, user_id)
+            if peer is None or not peer.context_token:
+                raise NoContextError(user_id)
+            if not deliver:
+                return peer, store.enqueue(account.bot_id, user_id, list(payloads),
+                                           client_ids=client_ids), []
+            # Usually nothing else waits for this user: the rows come back already claimed.
+            rows, claimed = store.enqueue_claimed(
+                account.bot_id, user_id, list(payloads), client_ids=client_ids,
+                lease_seconds=self.config.send_lease_seconds,
+            )
+            return peer, rows, claimed
+
+        peer, rows, claimed = await self.svc.call(store_rows)
         if not deliver:
-            rows = await self.svc.call(self.store.enqueue, account.bot_id, user_id,
-                                       list(payloads), client_ids=client_ids)
             return SendResult.combine(
                 [MessageOutcome(r.id, r.user_id, r.client_id, "pending") for r in rows]
             )
-        # Usually nothing else waits for this user: the rows come back already claimed.
-        rows, claimed = await self.svc.call(
-            self.store.enqueue_claimed, account.bot_id, user_id, list(payloads),
-            client_ids=client_ids, lease_seconds=self.config.send_lease_seconds,
-        )
         ids = {r.id for r in rows}
         mine: dict[int, MessageOutcome] = {}
         peers = {user_id: peer}
@@ -294,7 +302,7 @@ class Outbox:
         # counts too, in mark_sent); a user who wrote meanwhile only widens the window.
         peer = peers.get(row.user_id)
         if peer is None:
-            peer = await self.svc.call(self.store.get_peer, account.bot_id, row.user_id)
+            peer = await self.svc.read(self.store.get_peer, account.bot_id, row.user_id)
             peers[row.user_id] = peer
         win = window_state(peer, quota=self.config.reply_quota,
                            window_seconds=self.config.reply_window_seconds)
@@ -401,7 +409,7 @@ class Outbox:
     async def outcome(self, outbox_id: int) -> MessageOutcome:
         """A row's state as a send outcome (``sent`` is ``delivered``; a row another sender
         has in flight is still ``pending``; a dropped one is ``failed``)."""
-        row = await self.svc.call(self.store.get_outbox, outbox_id)
+        row = await self.svc.read(self.store.get_outbox, outbox_id)
         state = _OUTCOME_OF_STATE.get(row.state, row.state)
         reason = row.last_error or ("dropped" if row.state == "dead" else None)
         return MessageOutcome(row.id, row.user_id, row.client_id, state, row.message_id, reason)

@@ -69,11 +69,11 @@ async def catch_up(outbox: Outbox, account: Any, *, seconds: float = CATCH_UP_SE
     sees the newest context tokens. What arrives is stored (inbox, cursor, tokens) for
     a later ``run`` to handle. Returns the number of new messages."""
     store = outbox.store
-    holder = await outbox.svc.call(store.lease_holder, account.bot_id)
+    holder = await outbox.svc.read(store.lease_holder, account.bot_id)
     if holder is not None:
         return 0  # a poller owns getupdates for this account; use what it stored
     client = outbox.svc.client(account)
-    cursor = await outbox.svc.call(store.get_cursor, account.bot_id)
+    cursor = await outbox.svc.read(store.get_cursor, account.bot_id)
     try:
         batch = await client.get_updates(cursor, timeout=seconds)
     except SessionExpired:
@@ -97,17 +97,22 @@ async def push(
     """Send ``request`` to each recipient (default: the account's owner)."""
     recipients = [to] if isinstance(to, str) else list(to or [])
     store = svc.store
-    acc = await svc.call(choose_account, store, account, for_users=recipients or None)
-    outbox = outbox or Outbox(svc)
     payloads = request.payloads(svc.config.chunk_size)  # validate before any network call
+
+    def targets() -> tuple[Any, list[str]]:
+        # The account, then each recipient's user id (reads only).
+        acc = choose_account(store, account, for_users=recipients or None)
+        wanted: list[str | None] = list(recipients) or [None]
+        return acc, [resolve_recipient(store, acc, t) for t in wanted]
+
+    acc, users = await svc.read(targets)
+    outbox = outbox or Outbox(svc)
     if catch_up_seconds > 0:
         try:
             await catch_up(outbox, acc, seconds=catch_up_seconds)
         except SessionExpired:
             await svc.call(store.set_account_state, acc.bot_id, "expired")
             raise
-    targets: list[str | None] = list(recipients) or [None]
-    users = [await svc.call(resolve_recipient, store, acc, t) for t in targets]
     if acc.last_used_at is None or datetime.now(UTC) - acc.last_used_at > TOUCH_EVERY:
         await svc.call(store.touch_account, acc.bot_id)
     outcomes: list[MessageOutcome] = []

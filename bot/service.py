@@ -39,6 +39,7 @@ class Service:
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
         )
         self._clients: dict[str, IlinkClient] = {}
+        self._inline_reads = self.store.dialect == "sqlite"
 
     def client(self, account: Any) -> IlinkClient:
         """An :class:`IlinkClient` for a stored account (cached; re-made if the token changed)."""
@@ -66,6 +67,14 @@ class Service:
 
     async def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking store call off the event loop."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def read(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Run a read-only store call. On SQLite it runs right here: a WAL reader never
+        waits for a writer, and reading a row (~0.03 ms) costs less than the trip to a
+        thread and back (~0.1 ms). On PostgreSQL it is a network round trip: a thread."""
+        if self._inline_reads:
+            return fn(*args, **kwargs)
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def aclose(self) -> None:
