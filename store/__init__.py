@@ -6,6 +6,13 @@ none of ``ilink``, ``cdn`` or ``bot``.
 """
 
 from .engine import default_home, resolve_url
+from .errors import (
+    InvalidTransitionError,
+    NotFoundError,
+    StoreBusy,
+    StoreError,
+    UnknownAccountError,
+)
 from .migrations import SCHEMA_VERSION, SchemaTooNewError
 from .models import (
     Account,
@@ -17,14 +24,7 @@ from .models import (
     Peer,
     PendingLogin,
 )
-from .repository import (
-    InvalidTransitionError,
-    NotFoundError,
-    Store,
-    StoreError,
-    UnknownAccountError,
-    new_client_id,
-)
+from .repository import Store, new_client_id
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -40,6 +40,7 @@ __all__ = [
     "PendingLogin",
     "SchemaTooNewError",
     "Store",
+    "StoreBusy",
     "StoreError",
     "UnknownAccountError",
     "default_home",

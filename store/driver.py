@@ -16,27 +16,46 @@ the PostgreSQL driver's ``%s``.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, Table
+from sqlalchemy.pool import StaticPool
 
+from .errors import StoreBusy
 from .models import JSONText, UTCDateTime, require_aware
 
 __all__ = ["Cursor", "DriverLane", "columns"]
 
 
 class DriverLane:
-    """Read and write transactions on pooled DBAPI connections of ``engine``."""
+    """Read and write transactions on DBAPI connections of ``engine``.
+
+    For a SQLite file the lane keeps its own idle connections (made by the engine, so with
+    its PRAGMAs, then detached from its pool): taking one is a list pop instead of a pool
+    checkout and reset (~0.02 ms each, several per push). Connections for ``nowait``
+    writes are kept apart with ``busy_timeout`` 0. PostgreSQL and in-memory SQLite use the
+    engine's pool.
+    """
 
     def __init__(self, engine: Engine, write_lock: threading.Lock | None) -> None:
         self._engine = engine
         self._write_lock = write_lock
         self.pg = engine.dialect.name == "postgresql"
+        self._own = not self.pg and not isinstance(engine.pool, StaticPool)
+        self._idle: dict[bool, list[Any]] = {False: [], True: []}
+        self._closed = False
         self._sql: dict[str, str] = {}
+
+    def close(self) -> None:
+        self._closed = True
+        for idle in self._idle.values():
+            while idle:
+                idle.pop().close()
 
     def sql(self, statement: str) -> str:
         """``statement`` in the driver's placeholder style (cached)."""
@@ -56,10 +75,37 @@ class DriverLane:
         return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
     @contextmanager
+    def _connection(self, nowait: bool = False) -> Iterator[Any]:
+        if not self._own:
+            pooled = self._engine.raw_connection()
+            try:
+                yield pooled
+            finally:
+                pooled.close()  # back to the pool
+            return
+        idle = self._idle[nowait]
+        conn: Any
+        try:
+            conn = idle.pop()
+        except IndexError:
+            fairy = self._engine.raw_connection()
+            conn = fairy.dbapi_connection  # made by the engine, with its PRAGMAs
+            fairy.detach()  # ours from now on: no pool reset; close() really closes it
+            if nowait:
+                conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            yield conn
+        finally:
+            # A connection left inside a transaction (a failed rollback) is not reused.
+            if self._closed or conn.in_transaction:
+                conn.close()
+            else:
+                idle.append(conn)
+
+    @contextmanager
     def read(self) -> Iterator[Cursor]:
         """One read. On SQLite a lone SELECT is its own snapshot; WAL readers never wait."""
-        conn = self._engine.raw_connection()
-        try:
+        with self._connection() as conn:
             cur = conn.cursor()
             try:
                 yield Cursor(self, cur)
@@ -67,21 +113,26 @@ class DriverLane:
                 cur.close()
             if self.pg:
                 conn.rollback()  # end the implicit read transaction
-        finally:
-            conn.close()  # back to the pool
 
     @contextmanager
-    def write(self) -> Iterator[Cursor]:
+    def write(self, *, nowait: bool = False) -> Iterator[Cursor]:
         """One write transaction: ``BEGIN IMMEDIATE`` under the process's write lock on
         SQLite (as :meth:`store.Store._write`), the driver's implicit transaction on
-        PostgreSQL. Committed on success, rolled back on any exception."""
-        with self._write_lock or nullcontext():
-            conn = self._engine.raw_connection()
-            try:
+        PostgreSQL. Committed on success, rolled back on any exception.
+
+        ``nowait`` (SQLite): raise :class:`StoreBusy` at once instead of waiting when another
+        thread or process holds the write lock, so a caller on an event loop can try the
+        write in place and hand it to a thread only when it would wait.
+        """
+        lock = self._write_lock
+        if lock is not None and not lock.acquire(blocking=not nowait):
+            raise StoreBusy("another writer of this process holds the lock")
+        try:
+            with self._connection(nowait and self._own) as conn:
                 cur = conn.cursor()
                 try:
                     if not self.pg:
-                        cur.execute("BEGIN IMMEDIATE")
+                        _begin_immediate(cur, nowait and self._own)
                     try:
                         yield Cursor(self, cur)
                     except BaseException:
@@ -90,8 +141,18 @@ class DriverLane:
                     conn.commit()
                 finally:
                     cur.close()
-            finally:
-                conn.close()
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+def _begin_immediate(cur: Any, nowait: bool) -> None:
+    try:
+        cur.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if nowait and ("locked" in str(exc) or "busy" in str(exc)):
+            raise StoreBusy("another process holds the database's write lock") from None
+        raise
 
 
 class Cursor:
@@ -104,6 +165,11 @@ class Cursor:
     def execute(self, statement: str, params: Sequence[Any] = ()) -> int:
         self._cur.execute(self._lane.sql(statement), tuple(params))
         return int(self._cur.rowcount)
+
+    def row(self, statement: str, params: Sequence[Any] = ()) -> tuple[Any, ...]:
+        """The first row of a statement that always returns one, as a tuple."""
+        self._cur.execute(self._lane.sql(statement), tuple(params))
+        return tuple(self._cur.fetchone())
 
     def scalar(self, statement: str, params: Sequence[Any] = ()) -> Any:
         self._cur.execute(self._lane.sql(statement), tuple(params))
@@ -160,7 +226,7 @@ def _decoder(table: Table) -> Decoder:
 
 def _read_ts(value: str | datetime) -> datetime:
     if isinstance(value, str):  # SQLite: naive UTC text
-        value = datetime.fromisoformat(value)
+        return datetime.fromisoformat(value + "+00:00")
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)

@@ -42,6 +42,13 @@ from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from . import migrations
 from .driver import DriverLane, columns
 from .engine import BEGIN_MODE_OPTION, create_store_engine, resolve_url
+from .errors import (
+    InvalidTransitionError,
+    NotFoundError,
+    StoreBusy,
+    StoreError,
+    UnknownAccountError,
+)
 from .models import (
     Account,
     AccountState,
@@ -68,6 +75,7 @@ __all__ = [
     "InvalidTransitionError",
     "NotFoundError",
     "Store",
+    "StoreBusy",
     "StoreError",
     "UnknownAccountError",
     "new_client_id",
@@ -78,25 +86,6 @@ log = structlog.get_logger(__name__)
 # PostgreSQL advisory-lock namespaces (two-int4 keys: namespace, hashtext(bot_id)).
 _PG_BATCH_LOCK_NAMESPACE = 0x696D  # one batch recorder per account at a time
 _PG_CLAIM_LOCK_NAMESPACE = 0x696E  # one claim per account at a time
-
-
-class StoreError(Exception):
-    """Base class of the store's own errors."""
-
-
-class NotFoundError(StoreError, KeyError):
-    """No row with that id."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else "not found"
-
-
-class UnknownAccountError(NotFoundError):
-    """The bot id is not a saved account."""
-
-
-class InvalidTransitionError(StoreError, ValueError):
-    """The row's state does not allow that operation (e.g. retrying a sent message)."""
 
 
 def new_client_id() -> str:
@@ -163,6 +152,7 @@ class Store:
         return cls(engine, clock=clock)
 
     def close(self) -> None:
+        self._lane.close()
         self._engine.dispose()
 
     def __enter__(self) -> Store:
@@ -690,7 +680,7 @@ class Store:
         after a crash does not send twice. ``state`` is ``pending`` or ``held``.
         """
         rows, _ = self._enqueue(bot_id, user_id, items, client_ids=client_ids, state=state,
-                                group=group, claim_lease_seconds=None)
+                                group=group, claim_lease_seconds=None, nowait=False)
         return rows
 
     def enqueue_claimed(
@@ -701,6 +691,7 @@ class Store:
         *,
         client_ids: Sequence[str] | None = None,
         lease_seconds: float = 60,
+        nowait: bool = False,
     ) -> tuple[list[OutboxRow], list[OutboxRow]]:
         """:meth:`enqueue`, and claim the new rows for the caller in the same transaction
         (``sending``, attempts 1, as :meth:`claim` would) when that user has nothing else
@@ -708,10 +699,11 @@ class Store:
 
         Returns ``(rows, claimed)``; ``claimed`` is empty when older rows wait (the new ones
         are then ``pending`` behind them) and never holds a row that existed before.
+        ``nowait``: raise :class:`StoreBusy` instead of waiting for SQLite's write lock.
         """
         return self._enqueue(bot_id, user_id, items, client_ids=client_ids,
                              state=OutboxState.PENDING, group=None,
-                             claim_lease_seconds=lease_seconds)
+                             claim_lease_seconds=lease_seconds, nowait=nowait)
 
     def _enqueue(
         self,
@@ -723,6 +715,7 @@ class Store:
         state: OutboxState | str,
         group: str | None,
         claim_lease_seconds: float | None,
+        nowait: bool,
     ) -> tuple[list[OutboxRow], list[OutboxRow]]:
         items = list(items)
         if client_ids is not None and len(client_ids) != len(items):
@@ -739,42 +732,51 @@ class Store:
         stamp = self._lane.ts(now)
         rows: list[OutboxRow] = []
         inserted: set[int] = set()
-        with self._lane.write() as cur:
-            if cur.scalar("SELECT 1 FROM accounts WHERE bot_id = ?", (bot_id,)) is None:
+        with self._lane.write(nowait=nowait) as cur:
+            claiming = claim_lease_seconds is not None and state == OutboxState.PENDING
+            if claiming and self._pg:  # claims of one account take turns (see claim)
+                cur.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))",
+                            (_PG_CLAIM_LOCK_NAMESPACE, bot_id))
+            # One statement: is the account known, and does anything of this user wait?
+            known, waiting = cur.row(
+                "SELECT EXISTS (SELECT 1 FROM accounts WHERE bot_id = ?), "
+                "EXISTS (SELECT 1 FROM outbox WHERE bot_id = ? AND user_id = ? "
+                "AND state IN (?, ?, ?))",
+                (bot_id, bot_id, user_id, OutboxState.PENDING.value,
+                 OutboxState.SENDING.value, OutboxState.HELD.value),
+            )
+            if not known:
                 raise UnknownAccountError(f"unknown account {bot_id!r}")
             claimed_until = None
-            if claim_lease_seconds is not None and state == OutboxState.PENDING:
-                if self._pg:  # claims of one account take turns (see claim)
-                    cur.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))",
-                                (_PG_CLAIM_LOCK_NAMESPACE, bot_id))
-                waiting = cur.scalar(
-                    "SELECT id FROM outbox WHERE bot_id = ? AND user_id = ? "
-                    "AND state IN (?, ?, ?) LIMIT 1",
-                    (bot_id, user_id, OutboxState.PENDING.value, OutboxState.SENDING.value,
-                     OutboxState.HELD.value),
-                )
-                if waiting is None:
-                    claimed_until = now + timedelta(seconds=claim_lease_seconds)
-            new_state = OutboxState.SENDING.value if claimed_until else state.value
+            if claiming and not waiting:
+                assert claim_lease_seconds is not None
+                claimed_until = now + timedelta(seconds=claim_lease_seconds)
+            new_state = OutboxState.SENDING if claimed_until else state
+            attempts = 1 if claimed_until else 0
+            until = self._lane.ts(claimed_until)
             for seq, payload in enumerate(payloads):
                 given = client_ids[seq] if client_ids is not None else None
                 payload_json = dump_json(payload)
                 while True:
                     client_id = given or new_client_id()
-                    row = cur.one(
-                        outbox,
+                    new_id = cur.scalar(
                         "INSERT INTO outbox (bot_id, user_id, client_id, payload, state, "
                         "attempts, claimed_until, seq, group_key, created_at, updated_at) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (bot_id, client_id) DO NOTHING "
-                        f"RETURNING {_OUTBOX_COLS}",
-                        (bot_id, user_id, client_id, payload_json, new_state,
-                         1 if claimed_until else 0, self._lane.ts(claimed_until), seq, group,
-                         stamp, stamp),
+                        "ON CONFLICT (bot_id, client_id) DO NOTHING RETURNING id",
+                        (bot_id, user_id, client_id, payload_json, new_state.value, attempts,
+                         until, seq, group, stamp, stamp),
                     )
-                    if row is not None:
-                        rows.append(_outbox_row(row))
-                        inserted.add(rows[-1].id)
+                    if new_id is not None:
+                        # The row is exactly what was just written.
+                        rows.append(OutboxRow(
+                            id=int(new_id), bot_id=bot_id, user_id=user_id,
+                            client_id=client_id, payload=payload, state=new_state,
+                            attempts=attempts, last_error=None, message_id=None, seq=seq,
+                            group=group, created_at=now, updated_at=now, sent_at=None,
+                            claimed_until=claimed_until,
+                        ))
+                        inserted.add(int(new_id))
                         break
                     if given is None:
                         continue  # a generated id collided: draw another
@@ -883,38 +885,44 @@ class Store:
         """State ``sent`` (+ server message id); counts against the peer's reply window."""
         return self.mark_sent_many([(outbox_id, message_id)])[0]
 
-    def mark_sent_many(self, sent: Sequence[tuple[int, str | None]]) -> list[OutboxRow]:
-        """:meth:`mark_sent` for several rows in one transaction (a sender's pass)."""
+    def mark_sent_many(
+        self, sent: Sequence[tuple[int, str | None]], *, nowait: bool = False
+    ) -> list[OutboxRow]:
+        """:meth:`mark_sent` for several rows in one transaction (a sender's pass).
+        ``nowait``: raise :class:`StoreBusy` instead of waiting for SQLite's write lock."""
         now = self._now()
         stamp = self._lane.ts(now)
         lock = " FOR UPDATE" if self._pg else ""
         out: list[OutboxRow] = []
-        with self._lane.write() as cur:
+        with self._lane.write(nowait=nowait) as cur:
             for outbox_id, message_id in sent:
+                updated = cur.one(
+                    outbox,
+                    "UPDATE outbox SET state = ?, message_id = ?, last_error = NULL, "
+                    "claimed_until = NULL, sent_at = ?, updated_at = ? "
+                    f"WHERE id = ? AND state <> ? RETURNING {_OUTBOX_COLS}",
+                    (OutboxState.SENT.value, message_id or None, stamp, stamp, outbox_id,
+                     OutboxState.SENT.value),
+                )
+                if updated is not None:
+                    row = _outbox_row(updated)
+                    cur.execute(
+                        "UPDATE peers SET sent_since_inbound = sent_since_inbound + 1 "
+                        "WHERE bot_id = ? AND user_id = ?", (row.bot_id, row.user_id),
+                    )
+                    out.append(row)
+                    continue
+                # Missing, or already sent: a sent row is never re-counted.
                 found = cur.one(outbox, f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?{lock}",
                                 (outbox_id,))
                 if found is None:
                     raise NotFoundError(f"no outbox row {outbox_id}")
                 row = _outbox_row(found)
-                if row.state == OutboxState.SENT:
-                    if message_id and not row.message_id:  # a late id for a sent row
-                        cur.execute("UPDATE outbox SET message_id = ?, updated_at = ? "
-                                    "WHERE id = ?", (message_id, stamp, outbox_id))
-                        row = replace(row, message_id=message_id, updated_at=now)
-                    out.append(row)
-                    continue
-                cur.execute(
-                    "UPDATE outbox SET state = ?, message_id = ?, last_error = NULL, "
-                    "claimed_until = NULL, sent_at = ?, updated_at = ? WHERE id = ?",
-                    (OutboxState.SENT.value, message_id or None, stamp, stamp, outbox_id),
-                )
-                cur.execute(
-                    "UPDATE peers SET sent_since_inbound = sent_since_inbound + 1 "
-                    "WHERE bot_id = ? AND user_id = ?", (row.bot_id, row.user_id),
-                )
-                out.append(replace(row, state=OutboxState.SENT, message_id=message_id or None,
-                                   last_error=None, claimed_until=None, sent_at=now,
-                                   updated_at=now))
+                if message_id and not row.message_id:  # a late id for a sent row
+                    cur.execute("UPDATE outbox SET message_id = ?, updated_at = ? "
+                                "WHERE id = ?", (message_id, stamp, outbox_id))
+                    row = replace(row, message_id=message_id, updated_at=now)
+                out.append(row)
         return out
 
     def mark_unconfirmed(self, outbox_id: int, reason: str) -> OutboxRow:

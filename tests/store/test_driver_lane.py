@@ -1,0 +1,130 @@
+"""The send path's statements run on the driver connection (store/driver.py): what they write
+must read back the same through SQLAlchemy Core and the other way round, and a ``nowait``
+write must fail at once, writing nothing, when another writer holds SQLite's lock."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from store import InboundRecord, OutboxState, Store, StoreBusy, UnknownAccountError
+
+
+def _seen(store: Store, bot: str, user: str) -> None:
+    store.record_batch(bot, [InboundRecord(message_id=f"m-{user}", user_id=user,
+                                           context_token="ctx", raw={}, created_at=None)], "c")
+
+
+def test_lane_rows_read_back_identically_through_core(store: Store, bot: str) -> None:
+    payload = {"item": {"type": 1, "text_item": {"text": "héllo ✓ \"quoted\""}}, "n": [1, None]}
+    rows, claimed = store.enqueue_claimed(bot, "u@im.wechat", [payload], lease_seconds=30)
+    (row,) = rows
+    # list_outbox is Core; get_outbox is the lane: both equal the row enqueue returned.
+    (core,) = store.list_outbox(bot_id=bot)
+    assert core == row == store.get_outbox(row.id)
+    assert core.payload == payload and core.state is OutboxState.SENDING and core.attempts == 1
+    assert core.claimed_until is not None and core.claimed_until.tzinfo is UTC
+    assert claimed == [row]
+    # A Core write (mark_held) is read back by the lane; a lane write (mark_sent) by Core.
+    held = store.mark_held(row.id, "window closed")
+    assert store.get_outbox(row.id) == held
+    retried = store.retry_outbox(row.id)
+    again = store.claim(bot, ids=[retried.id])[0]
+    (sent,) = store.mark_sent_many([(again.id, "42")])
+    assert store.list_outbox(bot_id=bot) == [sent]
+    assert sent.state is OutboxState.SENT and sent.message_id == "42"
+    assert sent.sent_at is not None and abs(sent.sent_at - datetime.now(UTC)).total_seconds() < 60
+
+
+def test_lane_reads_match_core_for_accounts_and_peers(store: Store, bot: str) -> None:
+    _seen(store, bot, "u@im.wechat")
+    store.set_alias(bot, "u@im.wechat", "mum")
+    (listed,) = [a for a in store.list_accounts() if a.bot_id == bot]
+    assert listed == store.get_account(bot)
+    assert listed.state == "active" and listed.last_used_at.tzinfo is UTC
+    assert store.resolve_alias(bot, "mum") == "u@im.wechat"
+    assert store.resolve_alias(bot, "nobody") is None
+    (peer,) = store.list_peers(bot)  # Core
+    assert store.get_peer(bot, "u@im.wechat") == peer  # lane
+    assert peer.context_token == "ctx" and peer.alias == "mum"
+
+
+def test_enqueue_for_an_unknown_account_writes_nothing(store: Store, bot: str) -> None:
+    with pytest.raises(UnknownAccountError):
+        store.enqueue_claimed("nobody@im.bot", "u@im.wechat", [{"n": 1}])
+    assert store.list_outbox() == []
+
+
+def test_a_failed_write_rolls_back_and_the_next_one_works(store: Store, bot: str) -> None:
+    rows, _ = store.enqueue_claimed(bot, "u@im.wechat", [{"n": 1}], client_ids=["fixed-1"])
+    with pytest.raises(TypeError):  # a second payload that cannot be stored (not JSON)
+        store.enqueue_claimed(bot, "v@im.wechat", [{"n": 2}, {"bad": object()}])
+    assert [r.id for r in store.list_outbox()] == [rows[0].id]
+    more, _ = store.enqueue_claimed(bot, "v@im.wechat", [{"n": 3}])
+    assert [r.id for r in store.list_outbox()] == [rows[0].id, more[0].id]
+
+
+# ---- nowait (SQLite only: PostgreSQL has no database-wide write lock)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Store:
+    store = Store.open(None, home=tmp_path)
+    store.save_account("b@im.bot", token="t", base_url=None, owner_user_id=None)
+    return store
+
+
+def test_nowait_fails_at_once_while_another_process_holds_the_lock(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "ilinkbot.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # as another ilinkbot process mid-write
+    started = time.monotonic()
+    with pytest.raises(StoreBusy):
+        sqlite_store.enqueue_claimed("b@im.bot", "u@im.wechat", [{"n": 1}], nowait=True)
+    with pytest.raises(StoreBusy):
+        sqlite_store.mark_sent_many([(1, "x")], nowait=True)
+    assert time.monotonic() - started < 1.0  # not the 30 s busy timeout
+    # Without nowait the write waits for the lock, then goes through.
+    done: list[object] = []
+    waiter = threading.Thread(target=lambda: done.append(
+        sqlite_store.enqueue_claimed("b@im.bot", "u@im.wechat", [{"n": 2}])))
+    waiter.start()
+    time.sleep(0.3)
+    assert done == []  # still waiting
+    other.execute("COMMIT")
+    waiter.join(10)
+    assert len(done) == 1
+    assert [r.payload for r in sqlite_store.list_outbox()] == [{"n": 2}]  # nothing from nowait
+    # And nowait works again once the lock is free.
+    rows, _ = sqlite_store.enqueue_claimed("b@im.bot", "v@im.wechat", [{"n": 3}], nowait=True)
+    assert rows[0].payload == {"n": 3}
+    other.close()
+    sqlite_store.close()
+
+
+def test_nowait_fails_at_once_while_another_thread_writes(sqlite_store: Store) -> None:
+    inside, leave = threading.Event(), threading.Event()
+
+    def slow_writer() -> None:
+        with sqlite_store._lane.write():  # a writer of this process, mid-transaction
+            inside.set()
+            leave.wait(10)
+
+    t = threading.Thread(target=slow_writer)
+    t.start()
+    assert inside.wait(10)
+    try:
+        with pytest.raises(StoreBusy):
+            sqlite_store.enqueue_claimed("b@im.bot", "u@im.wechat", [{"n": 1}], nowait=True)
+    finally:
+        leave.set()
+        t.join(10)
+    rows, _ = sqlite_store.enqueue_claimed("b@im.bot", "u@im.wechat", [{"n": 1}], nowait=True)
+    assert [r.id for r in sqlite_store.list_outbox()] == [rows[0].id]
+    sqlite_store.close()
