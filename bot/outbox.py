@@ -152,26 +152,31 @@ class Outbox:
         """Store ``payloads`` for ``user_id`` (one row each), then deliver them in order."""
         store = self.store
 
-        def store_rows() -> tuple[Any, list[Any], list[Any]]:
-            # One trip to the store's thread for the peer check and the insert.
+        def check_peer() -> Any:
             peer = store.get_peer(account.bot_id, user_id)
             if peer is None or not peer.context_token:
                 raise NoContextError(user_id)
-            if not deliver:
-                return peer, store.enqueue(account.bot_id, user_id, list(payloads),
-                                           client_ids=client_ids), []
-            # Usually nothing else waits for this user: the rows come back already claimed.
+            return peer
+
+        if not deliver:
+            await self.svc.read(check_peer)
+            queued = await self.svc.call(store.enqueue, account.bot_id, user_id,
+                                         list(payloads), client_ids=client_ids)
+            return SendResult.combine(
+                [MessageOutcome(r.id, r.user_id, r.client_id, "pending") for r in queued]
+            )
+
+        def store_rows(*, nowait: bool = False) -> tuple[Any, list[Any], list[Any]]:
+            # The peer check and the insert in one store call. Usually nothing else waits
+            # for this user, and the rows come back already claimed.
+            peer = check_peer()
             rows, claimed = store.enqueue_claimed(
                 account.bot_id, user_id, list(payloads), client_ids=client_ids,
-                lease_seconds=self.config.send_lease_seconds,
+                lease_seconds=self.config.send_lease_seconds, nowait=nowait,
             )
             return peer, rows, claimed
 
-        peer, rows, claimed = await self.svc.call(store_rows)
-        if not deliver:
-            return SendResult.combine(
-                [MessageOutcome(r.id, r.user_id, r.client_id, "pending") for r in rows]
-            )
+        peer, rows, claimed = await self.svc.write(store_rows)
         ids = {r.id for r in rows}
         mine: dict[int, MessageOutcome] = {}
         peers = {user_id: peer}
@@ -221,7 +226,7 @@ class Outbox:
             # re-sends them after their lease with the same client_id, and the server
             # drops the repeats.
             if sent:
-                await self.svc.call(self.store.mark_sent_many, sent)
+                await self.svc.write(self.store.mark_sent_many, sent)
 
     async def _drain(
         self,

@@ -196,3 +196,40 @@ async def test_4xx_is_not_retried(sb: Sandbox, svc: Service, account: object, st
     assert [f["fault"] for f in sb.faults_fired()] == ["400"]  # one attempt only
     assert store.get_outbox(result.messages[0].outbox_id).state == "failed"  # type: ignore[union-attr]
     assert sb.delivered() == []
+
+
+async def test_a_push_waits_for_another_process_write_lock_without_freezing_the_loop(
+    sb: Sandbox, svc: Service, account: object, store: Store, home: object
+) -> None:
+    """SQLite writes are tried in place without waiting; when another process holds the
+    write lock the push waits in a thread, so the event loop (other handlers) keeps going."""
+    import asyncio
+    import sqlite3
+    from pathlib import Path
+
+    sb.user_says(OWNER, "hi")
+    await send(svc, "warm")  # the catch-up pass has stored the peer
+    other = sqlite3.connect(Path(str(home)) / "ilinkbot.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # e.g. `ilinkbot run` recording a batch
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    tick_task = asyncio.create_task(ticker())
+    sending = asyncio.create_task(push(svc, PushRequest("after the lock"), catch_up_seconds=0))
+    await asyncio.sleep(0.5)
+    assert not sending.done()  # waiting for the lock...
+    assert ticks >= 20  # ...while the loop runs on
+    assert [d["text"] for d in sb.delivered(OWNER)] == ["warm"]
+    other.execute("COMMIT")
+    result = await asyncio.wait_for(sending, 10)
+    tick_task.cancel()
+    other.close()
+    assert result.state == "delivered"
+    assert [d["text"] for d in sb.delivered(OWNER)] == ["warm", "after the lock"]
+    (row,) = store.list_outbox(account.bot_id, state="sent")[1:]  # type: ignore[attr-defined]
+    assert row.message_id == result.message_ids[0]
