@@ -199,13 +199,27 @@ def get_logger(name: str | None = None, **initial: Any) -> Any:
 
 
 class _LazyLogger:
-    """Resolves the current structlog configuration on every call, with bound values."""
+    """Follows the current structlog configuration, with bound values.
+
+    The bound logger is kept until the configuration changes (binding costs ~6 us, and a
+    send logs twice); the configuration's parts are held, so ``is`` cannot be fooled by a
+    recycled id.
+    """
 
     def __init__(self, initial: dict[str, Any]) -> None:
         self._initial = initial
+        self._made_for: tuple[Any, ...] = (None, None, None, None)
+        self._logger: Any = None
 
     def bind(self, **values: Any) -> _LazyLogger:
         return _LazyLogger({**self._initial, **values})
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(structlog.get_logger().bind(**self._initial), name)
+        cfg = structlog.get_config()
+        now = (cfg["processors"], cfg["wrapper_class"], cfg["logger_factory"],
+               cfg["context_class"])
+        made_for, logger = self._made_for, self._logger
+        if any(a is not b for a, b in zip(made_for, now, strict=True)):
+            logger = structlog.get_logger().bind(**self._initial)
+            self._made_for, self._logger = now, logger
+        return getattr(logger, name)

@@ -7,6 +7,7 @@ definition (PROTOCOL.md §1.2-1.5, §2.5, test vectors in §10).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import secrets
@@ -74,6 +75,7 @@ def encode_query_value(value: str) -> str:
     return quote(value, safe="-_.!~*'()")
 
 
+@functools.lru_cache(maxsize=256)  # the same few endpoints, every request
 def endpoint_url(base: str, path: str) -> str:
     """Resolve ``path`` relative to ``base`` forced to end with ``/`` (RFC 3986)."""
     return urljoin(base.rstrip("/") + "/", path)
