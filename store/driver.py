@@ -19,17 +19,24 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import Engine, Table
 from sqlalchemy.pool import StaticPool
 
 from .errors import StoreBusy
 from .models import JSONText, UTCDateTime, require_aware
 
-__all__ = ["Cursor", "DriverLane", "columns"]
+__all__ = ["CHECKPOINT_EVERY", "Cursor", "DriverLane", "columns"]
+
+log = structlog.get_logger(__name__)
+
+#: Inline (``nowait``) commits between background WAL checkpoints: a push commits twice,
+#: ~4 pages each, so ~250 commits is SQLite's default of ~1000 pages.
+CHECKPOINT_EVERY = 250
 
 
 class DriverLane:
@@ -50,6 +57,8 @@ class DriverLane:
         self._idle: dict[bool, list[Any]] = {False: [], True: []}
         self._closed = False
         self._sql: dict[str, str] = {}
+        self._inline_commits = 0
+        self._checkpointing = threading.Lock()
 
     def close(self) -> None:
         self._closed = True
@@ -92,7 +101,10 @@ class DriverLane:
             conn = fairy.dbapi_connection  # made by the engine, with its PRAGMAs
             fairy.detach()  # ours from now on: no pool reset; close() really closes it
             if nowait:
+                # Tried on an event loop: never wait for a lock, never run a checkpoint
+                # (its fsyncs take milliseconds); see _after_inline_commit.
                 conn.execute("PRAGMA busy_timeout = 0")
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
         try:
             yield conn
         finally:
@@ -144,6 +156,31 @@ class DriverLane:
         finally:
             if lock is not None:
                 lock.release()
+        if nowait and self._own:
+            self._after_inline_commit()
+
+    def _after_inline_commit(self) -> None:
+        """SQLite checkpoints the WAL into the database (copy, then fsync) when a commit finds
+        it over ~1000 pages, in the committing connection. Inline connections have that off;
+        instead, every CHECKPOINT_EVERY of their commits a short-lived thread checkpoints,
+        holding this process's write lock so the WAL can restart from its beginning
+        afterwards (meanwhile inline writes fail fast and wait in a thread). The loop never
+        waits for a disk flush, and the WAL stays about as small as SQLite's default keeps
+        it."""
+        self._inline_commits += 1
+        if self._inline_commits % CHECKPOINT_EVERY or not self._checkpointing.acquire(False):
+            return
+
+        def checkpoint() -> None:
+            try:
+                with self._write_lock or nullcontext(), self._connection() as conn:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # the next round tries again
+                log.warning("store_checkpoint_failed", error=str(exc))
+            finally:
+                self._checkpointing.release()
+
+        threading.Thread(target=checkpoint, name="ilinkbot-checkpoint", daemon=True).start()
 
 
 def _begin_immediate(cur: Any, nowait: bool) -> None:
