@@ -1,4 +1,4 @@
-"""``ilinkbot serve``: the HTTP push gateway and web login page (see docs/serve.md)."""
+"""``ilinkbot serve``: the HTTP push gateway and web login page (see the README)."""
 
 from __future__ import annotations
 
