@@ -139,18 +139,21 @@ class DriverLane:
         lock = self._write_lock
         if lock is not None and not lock.acquire(blocking=not nowait):
             raise StoreBusy("another writer of this process holds the lock")
+        fail_fast = nowait and self._own  # busy_timeout 0 on this connection
         try:
-            with self._connection(nowait and self._own) as conn:
+            with self._connection(fail_fast) as conn:
                 cur = conn.cursor()
                 try:
                     if not self.pg:
-                        _begin_immediate(cur, nowait and self._own)
+                        _begin_immediate(cur, fail_fast)
                     try:
                         yield Cursor(self, cur)
-                    except BaseException:
+                        conn.commit()
+                    except BaseException as exc:
                         conn.rollback()
+                        if fail_fast and _is_busy(exc):  # a lock wait mid-transaction
+                            raise StoreBusy("the database's lock is taken") from None
                         raise
-                    conn.commit()
                 finally:
                     cur.close()
         finally:
@@ -187,9 +190,15 @@ def _begin_immediate(cur: Any, nowait: bool) -> None:
     try:
         cur.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if nowait and ("locked" in str(exc) or "busy" in str(exc)):
+        if nowait and _is_busy(exc):
             raise StoreBusy("another process holds the database's write lock") from None
         raise
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: would have waited for another connection."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc))
 
 
 class Cursor:

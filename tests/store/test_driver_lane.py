@@ -156,3 +156,29 @@ def test_inline_writes_checkpoint_the_wal_in_the_background(
     assert wal.stat().st_size < 12 * 2**20, wal.stat().st_size
     assert len(sqlite_store.list_outbox(state="sent")) == pairs
     sqlite_store.close()
+
+
+def test_a_lock_wait_mid_transaction_is_busy_and_writes_nothing(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With busy_timeout 0 any statement of a nowait write that would wait fails; that too
+    is StoreBusy (the caller retries in a thread), after a rollback."""
+    import store.driver
+
+    real = store.driver.Cursor.scalar
+
+    def locked_insert(self, statement, params=()):  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT INTO outbox"):
+            raise sqlite3.OperationalError("database is locked")
+        return real(self, statement, params)
+
+    monkeypatch.setattr(store.driver.Cursor, "scalar", locked_insert)
+    with pytest.raises(StoreBusy):
+        sqlite_store.enqueue_claimed("b@im.bot", "u@im.wechat", [{"n": 1}], nowait=True)
+    with pytest.raises(sqlite3.OperationalError):  # a waiting write reports it as it is
+        sqlite_store.enqueue_claimed("b@im.bot", "u@im.wechat", [{"n": 1}])
+    monkeypatch.setattr(store.driver.Cursor, "scalar", real)
+    assert sqlite_store.list_outbox() == []
+    rows, _ = sqlite_store.enqueue_claimed("b@im.bot", "u@im.wechat", [{"n": 2}], nowait=True)
+    assert [r.payload for r in sqlite_store.list_outbox()] == [{"n": 2}] == [rows[0].payload]
+    sqlite_store.close()
