@@ -20,9 +20,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
-import os
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -36,6 +34,7 @@ from ilink import IlinkError
 from ilink.log import get_logger
 from ilink.models import TypingStatus
 
+from . import spool
 from .config import Config, load_config
 from .filters import command as command_filter
 from .outbox import Outbox, SendResult
@@ -226,15 +225,7 @@ class Bot:
     def _spool(self, source: str | Path | bytes, name: str) -> Path:
         if not isinstance(source, bytes):
             return Path(source)
-        folder = self.config.home / "spool"
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        digest = hashlib.sha256(source).hexdigest()[:24]
-        path = folder / f"{digest}{Path(name).suffix or '.bin'}"
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(source)
-        return path
+        return spool.keep(self.config.home, source, name)
 
     async def _download(self, msg: Any, dest: str | Path | None) -> Any:
         from cdn import download_media, pick_media

@@ -20,6 +20,7 @@ from typing import Any
 from ilink import IlinkError, SessionExpired
 from ilink.log import get_logger
 
+from . import spool
 from .accounts import choose_account, find_account
 from .app import Bot, call_flexibly
 from .errors import AccountError
@@ -76,11 +77,13 @@ class Runner:
         _log.info("bot_started", accounts=[a.bot_id for a in accounts], owner=self.owner)
         tasks = [asyncio.create_task(self._account_loop(a)) for a in accounts]
         jobs = asyncio.create_task(self._schedules(accounts))
+        sweeper = asyncio.create_task(spool.sweep_forever(svc))
         try:
             results = await asyncio.gather(*tasks)
         finally:
             self.stop.set()
             jobs.cancel()
+            sweeper.cancel()
             await self._finish_handlers()
             bot.polling = False
             await svc.aclose()

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -34,6 +32,7 @@ from starlette.routing import Route
 from ilink import IlinkError, SessionExpired
 from ilink.log import get_logger, register_secret
 
+from .. import spool
 from ..accounts import choose_account
 from ..config import Config
 from ..errors import AccountError, BotError, NoContextError, UnknownRecipient
@@ -185,21 +184,10 @@ class Gateway:
         return SendResult.combine(outcomes)
 
     def _spool(self, att: Attachment) -> Path:
-        """Keep an upload on disk until it is sent (held rows go out later): content-addressed
-        folder, the caller's file name (what the recipient sees), 0600."""
+        """Keep an upload on disk until it is sent (held rows go out later; see bot.spool)."""
         if len(att.data) > self.config.media_max_bytes:
             raise BodyError(f"file too large (limit {self.config.media_max_bytes} bytes)", 413)
-        digest = hashlib.sha256(att.data).hexdigest()[:24]
-        folder = self.config.home / "spool" / digest
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = folder / att.name
-        if not path.exists():
-            tmp = folder / f".{att.name}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(att.data)
-            os.replace(tmp, path)
-        return path
+        return spool.keep(self.config.home, att.data, att.name)
 
 
 # ---------------------------------------------------------------------------------- routes
@@ -336,9 +324,11 @@ def create_app(gateway: Gateway) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(spool.sweep_forever(gateway.svc))
         try:
             yield
         finally:
+            sweeper.cancel()
             await gateway.aclose()
 
     push_methods = ["POST", "PUT"]
