@@ -437,40 +437,37 @@ class Store:
         everything or nothing, so the cursor never gets ahead of the inbox.
         """
         now = self._now()
+        stamp = self._lane.ts(now)
         raws = [record.raw_dict() for record in records]  # validate before taking the lock
-        with self._write() as conn:
+        inserted: list[InboxRow] = []
+        with self._lane.write() as cur:
             if self._pg:
-                conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:ns, hashtext(:bot))"),
-                    {"ns": _PG_BATCH_LOCK_NAMESPACE, "bot": bot_id},
-                )
-            self._require_account(conn, bot_id)
-            new_ids: list[int] = []
+                cur.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))",
+                            (_PG_BATCH_LOCK_NAMESPACE, bot_id))
+            if cur.scalar("SELECT 1 FROM accounts WHERE bot_id = ?", (bot_id,)) is None:
+                raise UnknownAccountError(f"unknown account {bot_id!r}")
             # user -> (token, inbound time) folded over the new messages in batch order
             latest: dict[str, tuple[str | None, datetime]] = {}
             for record, raw in zip(records, raws, strict=True):
-                stmt = (
-                    self._insert(inbox)
-                    .values(
-                        bot_id=bot_id,
-                        message_id=record.message_id,
-                        user_id=record.user_id,
-                        context_token=record.context_token or None,
-                        raw=raw,
-                        created_at=record.created_at,
-                        received_at=now,
-                        attempts=0,
-                    )
-                    .on_conflict_do_nothing(index_elements=[inbox.c.bot_id, inbox.c.message_id])
-                    .returning(inbox.c.id)
+                created = record.created_at.astimezone(UTC) if record.created_at else None
+                new_id = cur.scalar(
+                    "INSERT INTO inbox (bot_id, message_id, user_id, context_token, raw, "
+                    "created_at, received_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 0) "
+                    "ON CONFLICT (bot_id, message_id) DO NOTHING RETURNING id",
+                    (bot_id, record.message_id, record.user_id, record.context_token or None,
+                     dump_json(raw), self._lane.ts(created), stamp),
                 )
-                new_id = conn.execute(stmt).scalar_one_or_none()
                 if new_id is None:
-                    continue
-                new_ids.append(int(new_id))
+                    continue  # seen before (a replay, or a duplicate within the batch)
+                inserted.append(InboxRow(
+                    id=int(new_id), bot_id=bot_id, message_id=record.message_id,
+                    user_id=record.user_id, context_token=record.context_token or None,
+                    raw=raw, created_at=created, received_at=now, handled_at=None,
+                    attempts=0, last_error=None, dead_at=None,
+                ))
                 if not record.is_user:
                     continue
-                inbound_at = min(record.created_at or now, now)
+                inbound_at = min(created or now, now)
                 token, previous_at = latest.get(record.user_id, (None, inbound_at))
                 latest[record.user_id] = (
                     record.context_token or token,
@@ -479,20 +476,15 @@ class Store:
             # Sorted, so that concurrent writers lock peer rows in one order (PostgreSQL).
             for user_id in sorted(latest):
                 token, inbound_at = latest[user_id]
-                self._touch_peer(conn, bot_id, user_id, token, inbound_at, now)
+                cur.execute(_TOUCH_PEER, (bot_id, user_id, token, self._lane.ts(inbound_at),
+                                          stamp, stamp))
             if new_cursor:
-                stmt = self._insert(cursors).values(
-                    bot_id=bot_id, cursor=new_cursor, updated_at=now
+                cur.execute(
+                    "INSERT INTO cursors (bot_id, cursor, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (bot_id) DO UPDATE SET cursor = excluded.cursor, "
+                    "updated_at = excluded.updated_at",
+                    (bot_id, new_cursor, stamp),
                 )
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[cursors.c.bot_id],
-                    set_={"cursor": stmt.excluded.cursor, "updated_at": now},
-                )
-                conn.execute(stmt)
-            rows = conn.execute(
-                select(inbox).where(inbox.c.id.in_(new_ids)).order_by(inbox.c.id)
-            ).mappings()
-            inserted = [_inbox_row(r) for r in rows] if new_ids else []
         if records:
             log.debug(
                 "batch_recorded",
@@ -502,44 +494,6 @@ class Store:
                 cursor_advanced=bool(new_cursor),
             )
         return inserted
-
-    def _touch_peer(
-        self,
-        conn: Connection,
-        bot_id: str,
-        user_id: str,
-        token: str | None,
-        inbound_at: datetime,
-        now: datetime,
-    ) -> None:
-        stmt = self._insert(peers).values(
-            bot_id=bot_id,
-            user_id=user_id,
-            context_token=token,
-            last_inbound_at=inbound_at,
-            sent_since_inbound=0,
-            first_seen_at=now,
-            last_seen_at=now,
-        )
-        ex = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[peers.c.bot_id, peers.c.user_id],
-            set_={
-                "context_token": func.coalesce(ex.context_token, peers.c.context_token),
-                "last_inbound_at": case(
-                    (
-                        peers.c.last_inbound_at.is_(None)
-                        | (peers.c.last_inbound_at < ex.last_inbound_at),
-                        ex.last_inbound_at,
-                    ),
-                    else_=peers.c.last_inbound_at,
-                ),
-                "sent_since_inbound": 0,
-                "first_seen_at": func.coalesce(peers.c.first_seen_at, ex.first_seen_at),
-                "last_seen_at": ex.last_seen_at,
-            },
-        )
-        conn.execute(stmt)
 
     def unhandled(self, bot_id: str, limit: int | None = None) -> list[InboxRow]:
         """Inbox rows neither handled nor dead, in arrival order."""
@@ -1191,6 +1145,20 @@ class Store:
 # ---------------------------------------------------------------------- row conversion
 
 
+# A user wrote: newest token (a message without one keeps the old), reply window reset,
+# last_inbound_at never moved backwards, first seen kept.
+_TOUCH_PEER = (
+    "INSERT INTO peers (bot_id, user_id, context_token, last_inbound_at, sent_since_inbound, "
+    "first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, 0, ?, ?) "
+    "ON CONFLICT (bot_id, user_id) DO UPDATE SET "
+    "context_token = COALESCE(excluded.context_token, peers.context_token), "
+    "last_inbound_at = CASE WHEN peers.last_inbound_at IS NULL "
+    "OR peers.last_inbound_at < excluded.last_inbound_at "
+    "THEN excluded.last_inbound_at ELSE peers.last_inbound_at END, "
+    "sent_since_inbound = 0, "
+    "first_seen_at = COALESCE(peers.first_seen_at, excluded.first_seen_at), "
+    "last_seen_at = excluded.last_seen_at"
+)
 _ACCOUNT_COLS = columns(accounts)
 _PEER_COLS = columns(peers)
 _OUTBOX_COLS = columns(outbox)

@@ -54,6 +54,32 @@ def test_lane_reads_match_core_for_accounts_and_peers(store: Store, bot: str) ->
     assert peer.context_token == "ctx" and peer.alias == "mum"
 
 
+def test_recorded_batches_read_back_identically_through_core(store: Store, bot: str) -> None:
+    from datetime import timedelta, timezone
+
+    east = timezone(timedelta(hours=8))  # a non-UTC creation time comes back in UTC
+    created = datetime(2026, 11, 21, 20, 0, 0, 123456, tzinfo=east)
+    records = [
+        InboundRecord(message_id="1", user_id="u@im.wechat", context_token="c1",
+                      raw={"text": "héllo", "n": [1, None]}, created_at=created),
+        InboundRecord(message_id="2", user_id="u@im.wechat", context_token=None,
+                      raw='{"text": "no token"}', created_at=None),
+        InboundRecord(message_id="1", user_id="u@im.wechat", context_token="dup",
+                      raw={}, created_at=None),  # a duplicate within the batch
+    ]
+    rows = store.record_batch(bot, records, "cursor-1")
+    assert [r.message_id for r in rows] == ["1", "2"]
+    assert store.unhandled(bot) == rows  # Core reads what the lane wrote
+    assert rows[0].created_at == created and rows[0].created_at.tzinfo is UTC
+    assert rows[1].raw == {"text": "no token"}
+    peer = store.get_peer(bot, "u@im.wechat")
+    assert peer is not None and peer.context_token == "c1"  # "2" had none: "1"'s is kept
+    assert peer.last_inbound_at is not None and peer.sent_since_inbound == 0
+    assert store.get_cursor(bot) == "cursor-1"
+    assert store.record_batch(bot, records[:1], "") == []  # a replay adds nothing
+    assert store.get_cursor(bot) == "cursor-1"  # an empty cursor does not move it
+
+
 def test_enqueue_for_an_unknown_account_writes_nothing(store: Store, bot: str) -> None:
     with pytest.raises(UnknownAccountError):
         store.enqueue_claimed("nobody@im.bot", "u@im.wechat", [{"n": 1}])
