@@ -1,11 +1,11 @@
-"""The send path's statements, run on the driver's connection beneath SQLAlchemy.
+"""The hot paths' statements, run on the driver's connection beneath SQLAlchemy.
 
 Through SQLAlchemy Core one short statement costs about 0.2 ms here (connection events,
 the compiled-statement cache, type processing); straight on the DBAPI connection it costs
-about 0.015 ms. A push runs around ten statements, which made the store, not the network,
-the slowest part of a send (``bench/run.py --only send``). The statements every push runs
-(account and peer reads, enqueue, mark sent) therefore use this lane; everything else stays
-in Core.
+about 0.015 ms. A push runs around ten statements and recording a getupdates batch several
+per message, which made the store, not the network, the slowest part of both
+(``bench/run.py --only send,store``). Those statements (account and peer reads, enqueue,
+mark sent, record_batch) therefore use this lane; everything else stays in Core.
 
 Values are written exactly as the Core types write them (:class:`store.models.UTCDateTime`,
 :class:`store.models.JSONText`) and read back the same way, so a row written by either lane
