@@ -33,7 +33,6 @@ from sqlalchemy import (
     func,
     literal,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -42,13 +41,7 @@ from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from . import migrations
 from .driver import DriverLane, columns
 from .engine import BEGIN_MODE_OPTION, create_store_engine, resolve_url
-from .errors import (
-    InvalidTransitionError,
-    NotFoundError,
-    StoreBusy,
-    StoreError,
-    UnknownAccountError,
-)
+from .errors import InvalidTransitionError, NotFoundError, UnknownAccountError
 from .models import (
     Account,
     AccountState,
@@ -71,21 +64,15 @@ from .models import (
     user_data,
 )
 
-__all__ = [
-    "InvalidTransitionError",
-    "NotFoundError",
-    "Store",
-    "StoreBusy",
-    "StoreError",
-    "UnknownAccountError",
-    "new_client_id",
-]
+__all__ = ["Store", "new_client_id"]
 
 log = structlog.get_logger(__name__)
 
 # PostgreSQL advisory-lock namespaces (two-int4 keys: namespace, hashtext(bot_id)).
 _PG_BATCH_LOCK_NAMESPACE = 0x696D  # one batch recorder per account at a time
 _PG_CLAIM_LOCK_NAMESPACE = 0x696E  # one claim per account at a time
+#: Takes one of those locks for the rest of the transaction: (namespace, bot_id).
+_PG_ACCOUNT_LOCK = "SELECT pg_advisory_xact_lock(?, hashtext(?))"
 
 
 def new_client_id() -> str:
@@ -442,8 +429,7 @@ class Store:
         inserted: list[InboxRow] = []
         with self._lane.write() as cur:
             if self._pg:
-                cur.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))",
-                            (_PG_BATCH_LOCK_NAMESPACE, bot_id))
+                cur.execute(_PG_ACCOUNT_LOCK, (_PG_BATCH_LOCK_NAMESPACE, bot_id))
             if cur.scalar("SELECT 1 FROM accounts WHERE bot_id = ?", (bot_id,)) is None:
                 raise UnknownAccountError(f"unknown account {bot_id!r}")
             # user -> (token, inbound time) folded over the new messages in batch order
@@ -689,8 +675,7 @@ class Store:
         with self._lane.write(nowait=nowait) as cur:
             claiming = claim_lease_seconds is not None and state == OutboxState.PENDING
             if claiming and self._pg:  # claims of one account take turns (see claim)
-                cur.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))",
-                            (_PG_CLAIM_LOCK_NAMESPACE, bot_id))
+                cur.execute(_PG_ACCOUNT_LOCK, (_PG_CLAIM_LOCK_NAMESPACE, bot_id))
             # One statement: is the account known, and does anything of this user wait?
             known, waiting = cur.row(
                 "SELECT EXISTS (SELECT 1 FROM accounts WHERE bot_id = ?), "
@@ -804,10 +789,8 @@ class Store:
                 # above sees the previous claimer's committed rows: per-user order stays strict
                 # with several sender processes. SKIP LOCKED still keeps a claim from waiting
                 # on rows another transaction (mark_*, retry, release) holds.
-                conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:ns, hashtext(:bot))"),
-                    {"ns": _PG_CLAIM_LOCK_NAMESPACE, "bot": bot_id},
-                )
+                conn.exec_driver_sql(self._lane.sql(_PG_ACCOUNT_LOCK),
+                                     (_PG_CLAIM_LOCK_NAMESPACE, bot_id))
             candidates = conn.execute(query).all()
             if not candidates:
                 return []
