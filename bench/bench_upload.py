@@ -51,10 +51,9 @@ def _peak_rss_mib() -> float:
 
 async def _child_upload(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
-
-    from cdn import upload_media
-    from ilink.client import IlinkClient, build_send_body
-    from ilink.wire import new_client_id
+    from ilinkbot.cdn import upload_media
+    from ilinkbot.ilink.client import IlinkClient, build_send_body
+    from ilinkbot.ilink.wire import new_client_id
 
     path = Path(args.file)
     async with httpx.AsyncClient() as http:
@@ -76,7 +75,7 @@ async def _child_upload(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _child_encrypt(args: argparse.Namespace) -> dict[str, Any]:
-    from cdn.crypto import StreamEncryptor, iter_file_chunks
+    from ilinkbot.cdn.crypto import StreamEncryptor, iter_file_chunks
 
     started = time.perf_counter()
     enc = StreamEncryptor(os.urandom(16))
@@ -91,12 +90,11 @@ def _child_encrypt(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_main(args: argparse.Namespace) -> int:
-    from ilink.log import configure_logging
+    from ilinkbot.ilink.log import configure_logging
 
     configure_logging(level="warning", json=True)  # logs to stderr; stdout is the result
     import httpx  # noqa: F401
-
-    import cdn  # noqa: F401  (same imports in every mode, so "idle" is the floor)
+    import ilinkbot.cdn  # noqa: F401  (same imports in every mode, so "idle" is the floor)
 
     if args.child == "serve":
         return serve_main()
@@ -160,8 +158,7 @@ def _make_file(path: Path, size: int) -> str:
 
 async def _issue_qr(api: str) -> None:
     import httpx
-
-    from ilink.client import IlinkClient
+    from ilinkbot.ilink.client import IlinkClient
 
     async with httpx.AsyncClient() as http:
         await IlinkClient(api, http=http).get_bot_qrcode()
@@ -169,8 +166,8 @@ async def _issue_qr(api: str) -> None:
 
 def serve_main() -> int:
     """Child mode ``serve``: the sandbox over HTTP, driven by JSON lines on stdin/stdout."""
-    from ilink.log import configure_logging
-    from ilink.sandbox import Sandbox, SandboxServer
+    from ilinkbot.ilink.log import configure_logging
+    from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
     configure_logging(level="warning", json=True)
     sb = Sandbox(quota=1000)

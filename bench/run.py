@@ -16,7 +16,7 @@ Figures (the README, "Benchmarks", says what each one means):
 5. ``store``: context-token upserts and batch records per second through ``Store``,
    against hand-written SQL on the same engine (SQLite, and PostgreSQL when reachable).
 
-The sandbox always runs in its own process (``python -m ilink.sandbox``), so that the
+The sandbox always runs in its own process (``python -m ilinkbot.ilink.sandbox``), so that the
 measured client does not share a GIL with the server. Prints a table; writes
 ``bench/results/bench.json``.
 """
@@ -67,16 +67,31 @@ TARGETS = {
 
 
 class SandboxProc:
-    """``python -m ilink.sandbox`` on a free port, driven through its admin HTTP API."""
+    """``python -m ilinkbot.ilink.sandbox`` on a free port, driven through its admin HTTP API."""
 
     def __init__(self, *, longpoll: float = 25.0, quota: int = 1_000_000) -> None:
         import httpx
 
         self.proc = subprocess.Popen(
-            [PY, "-m", "ilink.sandbox", "--port", "0", "--quota", str(quota),
-             "--longpoll-seconds", str(longpoll), "--qr-poll-seconds", "1",
-             "--log-level", "error"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+            [
+                PY,
+                "-m",
+                "ilinkbot.ilink.sandbox",
+                "--port",
+                "0",
+                "--quota",
+                str(quota),
+                "--longpoll-seconds",
+                str(longpoll),
+                "--qr-poll-seconds",
+                "1",
+                "--log-level",
+                "error",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -99,15 +114,15 @@ class SandboxProc:
         return r.json()
 
     def say(self, user: str, text: str, bot_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.post(f"users/{quote(user)}/messages",
-                                           {"text": text, "bot_id": bot_id})
+        result: dict[str, Any] = self.post(
+            f"users/{quote(user)}/messages", {"text": text, "bot_id": bot_id}
+        )
         return result
 
     def login(self) -> tuple[str, str]:
         """A new bot: (bot_id, bot_token)."""
         import httpx
-
-        from ilink import IlinkClient
+        from ilinkbot.ilink import IlinkClient
 
         async def qr() -> str:
             async with httpx.AsyncClient() as http:
@@ -155,28 +170,36 @@ def pct(xs: list[float], p: float) -> float:
 
 def env_for(home: Path, sp: SandboxProc) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ILINKBOT_")}
-    env.update(ILINKBOT_HOME=str(home), ILINKBOT_BASE_URL=sp.api,
-               ILINKBOT_CDN_BASE_URL=sp.cdn, PYTHONPATH=str(ROOT))
+    env.update(
+        ILINKBOT_HOME=str(home),
+        ILINKBOT_BASE_URL=sp.api,
+        ILINKBOT_CDN_BASE_URL=sp.cdn,
+        PYTHONPATH=str(ROOT),
+    )
     return env
 
 
 # ---------------------------------------------------------------------------- 1. send
 
 
-async def _bare_sends(sp: SandboxProc, token: str, tokens: dict[str, str],
-                      users: list[str], n: int, tag: str) -> float:
+async def _bare_sends(
+    sp: SandboxProc, token: str, tokens: dict[str, str], users: list[str], n: int, tag: str
+) -> float:
     """The floor: one httpx.AsyncClient posting prepared sendmessage bodies in a loop."""
     import httpx
-
-    from ilink import IlinkClient, build_send_body
-    from ilink.wire import dumps, new_client_id
+    from ilinkbot.ilink import IlinkClient, build_send_body
+    from ilinkbot.ilink.wire import dumps, new_client_id
 
     proto = IlinkClient(sp.api, token)  # only for its header recipe and base_info
     bodies = []
     for i in range(n):
         user = users[i % len(users)]
-        msg = build_send_body(user, {"type": 1, "text_item": {"text": f"{tag} {i}"}},
-                              client_id=new_client_id(), context_token=tokens[user])
+        msg = build_send_body(
+            user,
+            {"type": 1, "text_item": {"text": f"{tag} {i}"}},
+            client_id=new_client_id(),
+            context_token=tokens[user],
+        )
         bodies.append(dumps({"msg": msg, "base_info": proto.base_info}))
     url = sp.api + "/ilink/bot/sendmessage"
     async with httpx.AsyncClient() as http:
@@ -192,12 +215,13 @@ async def _bare_sends(sp: SandboxProc, token: str, tokens: dict[str, str],
 
 async def _stack_sends(svc: Any, users: list[str], n: int, tag: str) -> float:
     """``push()`` once per text: the path of ``Bot.send``, ``send_to_wechat`` and the CLI."""
-    from bot.push import PushRequest, push
+    from ilinkbot.bot.push import PushRequest, push
 
     started = time.perf_counter()
     for i in range(n):
-        result = await push(svc, PushRequest(f"{tag} {i}"), to=users[i % len(users)],
-                            catch_up_seconds=0)
+        result = await push(
+            svc, PushRequest(f"{tag} {i}"), to=users[i % len(users)], catch_up_seconds=0
+        )
         if not result.ok:
             raise SystemExit(f"full-stack send not delivered: {result.to_dict()}")
     return time.perf_counter() - started
@@ -205,13 +229,14 @@ async def _stack_sends(svc: Any, users: list[str], n: int, tag: str) -> float:
 
 async def _stack_batch(svc: Any, account: Any, users: list[str], n: int, tag: str) -> float:
     """One ``Outbox.submit`` per user with all of that user's texts (queued, then drained)."""
-    from bot.outbox import Outbox
+    from ilinkbot.bot.outbox import Outbox
 
     outbox = Outbox(svc)
     per_user: dict[str, list[dict[str, Any]]] = {u: [] for u in users}
     for i in range(n):
         per_user[users[i % len(users)]].append(
-            {"item": {"type": 1, "text_item": {"text": f"{tag} {i}"}}})
+            {"item": {"type": 1, "text_item": {"text": f"{tag} {i}"}}}
+        )
     started = time.perf_counter()
     for user, payloads in per_user.items():
         result = await outbox.submit(account, user, payloads)
@@ -223,12 +248,20 @@ async def _stack_batch(svc: Any, account: Any, users: list[str], n: int, tag: st
 async def _where_the_time_goes(svc: Any, users: list[str], n: int) -> dict[str, float]:
     """One more pass of ``push()`` with timers around the store calls and the HTTP call:
     ms per push in each (not part of the ratio; the timers cost well under 1 us each)."""
-    import ilink.client
+    import ilinkbot.ilink.client as ilink_client
 
     spent = {"store": 0.0, "http": 0.0}
     store = svc.store
-    originals = {name: getattr(store, name) for name in (
-        "list_accounts", "resolve_alias", "get_peer", "enqueue_claimed", "mark_sent_many")}
+    originals = {
+        name: getattr(store, name)
+        for name in (
+            "list_accounts",
+            "resolve_alias",
+            "get_peer",
+            "enqueue_claimed",
+            "mark_sent_many",
+        )
+    }
 
     def timed(fn: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -237,9 +270,10 @@ async def _where_the_time_goes(svc: Any, users: list[str], n: int) -> dict[str, 
                 return fn(*args, **kwargs)
             finally:
                 spent["store"] += time.perf_counter() - started
+
         return wrapper
 
-    send = ilink.client.IlinkClient.send_message
+    send = ilink_client.IlinkClient.send_message
 
     async def timed_send(self: Any, msg: dict[str, Any]) -> Any:
         started = time.perf_counter()
@@ -250,24 +284,24 @@ async def _where_the_time_goes(svc: Any, users: list[str], n: int) -> dict[str, 
 
     for name, fn in originals.items():
         setattr(store, name, timed(fn))
-    ilink.client.IlinkClient.send_message = timed_send  # type: ignore[method-assign]
+    ilink_client.IlinkClient.send_message = timed_send  # type: ignore[method-assign]
     try:
         total = await _stack_sends(svc, users, n, "timed")
     finally:
         for name in originals:
             delattr(store, name)
-        ilink.client.IlinkClient.send_message = send  # type: ignore[method-assign]
+        ilink_client.IlinkClient.send_message = send  # type: ignore[method-assign]
     per = {k: round(v / n * 1000, 3) for k, v in spent.items()}
     per["other"] = round(total / n * 1000 - per["store"] - per["http"], 3)
     return per
 
 
 def bench_send(quick: bool) -> dict[str, Any]:
-    from bot.config import Config
-    from bot.outbox import Outbox
-    from bot.push import catch_up
-    from bot.service import Service
-    from store import InboundRecord, Store
+    from ilinkbot.bot.config import Config
+    from ilinkbot.bot.outbox import Outbox
+    from ilinkbot.bot.push import catch_up
+    from ilinkbot.bot.service import Service
+    from ilinkbot.store import InboundRecord, Store
 
     n = 300 if quick else 2000
     runs = 1 if quick else 5
@@ -276,30 +310,42 @@ def bench_send(quick: bool) -> dict[str, Any]:
     # how much of the gap is the disk (writes to a real disk also slow the HTTP round trip
     # that follows them on these virtual machines).
     shm = Path("/dev/shm")
-    with tempfile.TemporaryDirectory(prefix="ilinkbot-bench-") as tmp, \
-            tempfile.TemporaryDirectory(prefix="ilinkbot-bench-",
-                                        dir=shm if shm.is_dir() else None) as ram, \
-            sandbox(longpoll=0.5) as sp:
+    with (
+        tempfile.TemporaryDirectory(prefix="ilinkbot-bench-") as tmp,
+        tempfile.TemporaryDirectory(
+            prefix="ilinkbot-bench-", dir=shm if shm.is_dir() else None
+        ) as ram,
+        sandbox(longpoll=0.5) as sp,
+    ):
         home = Path(tmp) / "home"
         bot_id, token = sp.login()
         tokens = {u: sp.say(u, "hi", bot_id)["context_token"] for u in users}
-        config = Config(home=home, base_url=sp.api, cdn_base_url=sp.cdn,
-                        reply_quota=10**6)
+        config = Config(home=home, base_url=sp.api, cdn_base_url=sp.cdn, reply_quota=10**6)
 
         split: dict[str, float] = {}
 
         async def main() -> dict[str, list[float]]:
             store = Store.open(None, home=home)
-            account = store.save_account(bot_id, token=token, base_url=sp.api,
-                                         owner_user_id=OWNER)
+            account = store.save_account(bot_id, token=token, base_url=sp.api, owner_user_id=OWNER)
             svc = Service(config, store=store)
             got = await catch_up(Outbox(svc), account, seconds=2)  # stores the peers
             assert got == len(users), got
             ram_store = Store.open(None, home=Path(ram))
             ram_store.save_account(bot_id, token=token, base_url=sp.api, owner_user_id=OWNER)
-            ram_store.record_batch(bot_id, [
-                InboundRecord(message_id=f"m{i}", user_id=u, context_token=tokens[u], raw={},
-                              created_at=None) for i, u in enumerate(users)], "c")
+            ram_store.record_batch(
+                bot_id,
+                [
+                    InboundRecord(
+                        message_id=f"m{i}",
+                        user_id=u,
+                        context_token=tokens[u],
+                        raw={},
+                        created_at=None,
+                    )
+                    for i, u in enumerate(users)
+                ],
+                "c",
+            )
             ram_svc = Service(config, store=ram_store)
             out: dict[str, list[float]] = {"bare": [], "stack": [], "batch": [], "tmpfs": []}
             await _stack_sends(svc, users, 20, "warm-up")
@@ -312,7 +358,8 @@ def bench_send(quick: bool) -> dict[str, Any]:
                 out["tmpfs"].append(await _stack_sends(ram_svc, users, n, f"tmpfs{r}"))
             # The split, next to a floor measured just before it (the machine drifts).
             split["floor"] = round(
-                await _bare_sends(sp, token, tokens, users, n, "bare-split") / n * 1000, 3)
+                await _bare_sends(sp, token, tokens, users, n, "bare-split") / n * 1000, 3
+            )
             split.update(await _where_the_time_goes(svc, users, n))
             for s in (svc, ram_svc):
                 await s.aclose()
@@ -336,13 +383,16 @@ def bench_send(quick: bool) -> dict[str, Any]:
         return round(median([b / s for b, s in zip(times["bare"], times[kind], strict=True)]), 3)
 
     return {
-        "texts": n, "runs": runs, "users": len(users),
+        "texts": n,
+        "runs": runs,
+        "users": len(users),
         "bare_msgs_per_s": round(bare, 1),
         "stack_msgs_per_s": round(stack, 1),
         "stack_batch_msgs_per_s": round(batch, 1),
         "ratio": ratio("stack"),
-        "ratios_per_round": [round(b / s, 3) for b, s in zip(times["bare"], times["stack"],
-                                                             strict=True)],
+        "ratios_per_round": [
+            round(b / s, 3) for b, s in zip(times["bare"], times["stack"], strict=True)
+        ],
         "batch_ratio": ratio("batch"),
         "tmpfs_msgs_per_s": round(tmpfs, 1),
         "tmpfs_ratio": ratio("tmpfs"),
@@ -351,7 +401,8 @@ def bench_send(quick: bool) -> dict[str, Any]:
         # the floor's ms per request measured right before that pass
         "ms_per_push": split,
         "bare_ms_per_send": round(1000 / bare, 3),
-        "target": TARGETS["send"], "met": ratio("stack") >= 0.70,
+        "target": TARGETS["send"],
+        "met": ratio("stack") >= 0.70,
     }
 
 
@@ -359,10 +410,10 @@ def bench_send(quick: bool) -> dict[str, Any]:
 
 _ECHO_FLOOR = r"""
 import asyncio, sys, httpx
-from ilink import IlinkClient, IlinkError, build_send_body
-from ilink.models import MessageItem
-from ilink.wire import new_client_id
-from ilink.log import configure_logging
+from ilinkbot.ilink import IlinkClient, IlinkError, build_send_body
+from ilinkbot.ilink.models import MessageItem
+from ilinkbot.ilink.wire import new_client_id
+from ilinkbot.ilink.log import configure_logging
 configure_logging(level="error", json=True)
 async def main(api, token):
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50)) as http:
@@ -390,8 +441,9 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
-def _inject(sp: SandboxProc, bot_id: str, users: list[str], n: int, rate: float,
-            tag: str) -> dict[str, float]:
+def _inject(
+    sp: SandboxProc, bot_id: str, users: list[str], n: int, rate: float, tag: str
+) -> dict[str, float]:
     """Users write ``n`` texts at ``rate`` per second; returns text -> create time (ms)."""
     sent: dict[str, float] = {}
     start = time.perf_counter()
@@ -405,8 +457,7 @@ def _inject(sp: SandboxProc, bot_id: str, users: list[str], n: int, rate: float,
     return sent
 
 
-def _latencies(sp: SandboxProc, bot_id: str, sent: dict[str, float],
-               timeout: float) -> list[float]:
+def _latencies(sp: SandboxProc, bot_id: str, sent: dict[str, float], timeout: float) -> list[float]:
     deadline = time.monotonic() + timeout
     while True:
         got = {d["text"]: d for d in sp.delivered() if d["bot_id"] == bot_id}
@@ -414,8 +465,10 @@ def _latencies(sp: SandboxProc, bot_id: str, sent: dict[str, float],
             break
         if time.monotonic() > deadline:
             missing = [t for t in sent if f"echo: {t}" not in got][:5]
-            raise SystemExit(f"inbound bench: only {len(got)} of {len(sent)} echoes for "
-                             f"{bot_id}; missing e.g. {missing}")
+            raise SystemExit(
+                f"inbound bench: only {len(got)} of {len(sent)} echoes for "
+                f"{bot_id}; missing e.g. {missing}"
+            )
         time.sleep(0.2)
     dup = len([d for d in sp.delivered() if d["bot_id"] == bot_id]) - len(sent)
     if dup:
@@ -432,7 +485,7 @@ def _wait_online(sp: SandboxProc, bot_id: str, proc: subprocess.Popen[Any]) -> N
 
 
 def bench_inbound(quick: bool) -> dict[str, Any]:
-    from store import Store
+    from ilinkbot.store import Store
 
     n = 200 if quick else 1000
     rate = 20.0
@@ -441,14 +494,19 @@ def bench_inbound(quick: bool) -> dict[str, Any]:
         home = Path(tmp) / "home"
         # floor: bare echo loop, its own bot
         floor_bot, floor_token = sp.login()
-        floor = subprocess.Popen([PY, "-c", _ECHO_FLOOR, sp.api, floor_token], cwd=ROOT,
-                                 stdout=subprocess.PIPE, text=True)
+        floor = subprocess.Popen(
+            [PY, "-c", _ECHO_FLOOR, sp.api, floor_token],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert floor.stdout is not None
             floor.stdout.readline()
             time.sleep(0.3)
-            floor_lat = _latencies(sp, floor_bot,
-                                   _inject(sp, floor_bot, users, n, rate, "floor"), 120)
+            floor_lat = _latencies(
+                sp, floor_bot, _inject(sp, floor_bot, users, n, rate, "floor"), 120
+            )
         finally:
             floor.kill()
             floor.wait()
@@ -459,14 +517,17 @@ def bench_inbound(quick: bool) -> dict[str, Any]:
         store.close()
         log = Path(tmp) / "runner.log"
         with log.open("wb") as fh:
-            proc = subprocess.Popen([str(BIN / "ilinkbot"), "--log-level", "warning", "run",
-                                     str(ECHO_BOT)], env=env_for(home, sp), cwd=ROOT,
-                                    stdout=fh, stderr=fh)
+            proc = subprocess.Popen(
+                [str(BIN / "ilinkbot"), "--log-level", "warning", "run", str(ECHO_BOT)],
+                env=env_for(home, sp),
+                cwd=ROOT,
+                stdout=fh,
+                stderr=fh,
+            )
         try:
             _wait_online(sp, bot_id, proc)
             try:
-                run_lat = _latencies(sp, bot_id, _inject(sp, bot_id, users, n, rate, "run"),
-                                     300)
+                run_lat = _latencies(sp, bot_id, _inject(sp, bot_id, users, n, rate, "run"), 300)
             except SystemExit:
                 shutil.copy(log, RESULTS / "inbound-runner.log")
                 shutil.copy(home / "ilinkbot.db", RESULTS / "inbound-runner.db")
@@ -490,21 +551,28 @@ def bench_inbound(quick: bool) -> dict[str, Any]:
 
 def bench_upload(quick: bool) -> dict[str, Any]:
     size, runs = (20, 1) if quick else (100, 3)
-    subprocess.run([PY, str(ROOT / "bench" / "bench_upload.py"), "--size-mb", str(size),
-                    "--runs", str(runs)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [PY, str(ROOT / "bench" / "bench_upload.py"), "--size-mb", str(size), "--runs", str(runs)],
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     data = json.loads((RESULTS / "upload.json").read_text())
     up = data["upload"]["mib_per_s_median"]
     ssl = data["openssl"]["mib_per_s_median"]
     rss = data["upload"]["peak_rss_mib"]
     ratio = round(up / ssl, 3) if ssl else None
     return {
-        "size_mib": size, "runs": runs,
-        "upload_mib_per_s": up, "openssl_mib_per_s": ssl,
+        "size_mib": size,
+        "runs": runs,
+        "upload_mib_per_s": up,
+        "openssl_mib_per_s": ssl,
         "encrypt_only_mib_per_s": data["encrypt_only"]["mib_per_s_median"],
         "md5_mib_per_s": data["md5"]["mib_per_s_median"],
         # the ceiling for any client: the plaintext MD5 pass must finish before uploading
         "md5_ceiling_ratio": round(data["md5"]["mib_per_s_median"] / ssl, 3) if ssl else None,
-        "ratio": ratio, "peak_rss_mib": rss,
+        "ratio": ratio,
+        "peak_rss_mib": rss,
         "idle_peak_rss_mib": data["idle_peak_rss_mib"],
         "target": TARGETS["upload"],
         "met": bool(ratio is not None and ratio >= 0.5 and rss * 1.048576 < 100),
@@ -525,8 +593,13 @@ def _wall(cmd: list[str], env: dict[str, str] | None = None) -> float:
 
 def _import_profile(env: dict[str, str]) -> list[dict[str, Any]]:
     """Import time of ``ilinkbot send`` by top-level package (``python -X importtime``)."""
-    r = subprocess.run([PY, "-X", "importtime", "-m", "bot.cli.main", "send", "--help"],
-                       env=env, cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(
+        [PY, "-X", "importtime", "-m", "ilinkbot.bot.cli.main", "send", "--help"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     by_root: dict[str, float] = {}
     for line in r.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|\s*(\S+)", line)
@@ -539,11 +612,10 @@ def _import_profile(env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def bench_coldstart(quick: bool) -> dict[str, Any]:
-    from store import Store
+    from ilinkbot.store import Store
 
     runs = 5 if quick else 15
-    with tempfile.TemporaryDirectory(prefix="ilinkbot-bench-") as tmp, \
-            sandbox(longpoll=0.05) as sp:
+    with tempfile.TemporaryDirectory(prefix="ilinkbot-bench-") as tmp, sandbox(longpoll=0.05) as sp:
         home = Path(tmp) / "home"
         home.mkdir()
         (home / "config.json").write_text(json.dumps({"reply_quota": 1_000_000}))
@@ -555,8 +627,12 @@ def bench_coldstart(quick: bool) -> dict[str, Any]:
         env = env_for(home, sp)
         # An installed ilinkbot has its bytecode cached; an editable checkout run with
         # PYTHONDONTWRITEBYTECODE (as on these machines) would recompile it every start.
-        subprocess.run([PY, "-m", "compileall", "-q", "bot", "cdn", "ilink", "store"],
-                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [PY, "-m", "compileall", "-q", "bot", "cdn", "ilink", "store"],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         ilinkbot = str(BIN / "ilinkbot")
         _wall([ilinkbot, "send", "warm-up"], env)
         t: dict[str, list[float]] = {"python": [], "deps": [], "version": [], "send": []}
@@ -581,7 +657,8 @@ def bench_coldstart(quick: bool) -> dict[str, Any]:
         "ratio": round(send / py, 2),
         "version_ratio": round(ver / py, 2),
         "heaviest_imports": profile,
-        "target": TARGETS["coldstart"], "met": send / py <= 2.5,
+        "target": TARGETS["coldstart"],
+        "met": send / py <= 2.5,
     }
 
 
@@ -589,18 +666,27 @@ def bench_coldstart(quick: bool) -> dict[str, Any]:
 
 
 def _records(start: int, n: int, users: list[str]) -> list[Any]:
-    from store import InboundRecord
+    from ilinkbot.store import InboundRecord
 
-    return [InboundRecord(message_id=f"m{i}", user_id=users[i % len(users)],
-                          context_token=f"AAR{secrets.token_hex(30)}",
-                          raw={"message_id": i, "from_user_id": users[i % len(users)],
-                               "item_list": [{"type": 1, "text_item": {"text": f"t{i}"}}]})
-            for i in range(start, start + n)]
+    return [
+        InboundRecord(
+            message_id=f"m{i}",
+            user_id=users[i % len(users)],
+            context_token=f"AAR{secrets.token_hex(30)}",
+            raw={
+                "message_id": i,
+                "from_user_id": users[i % len(users)],
+                "item_list": [{"type": 1, "text_item": {"text": f"t{i}"}}],
+            },
+        )
+        for i in range(start, start + n)
+    ]
 
 
-def _store_rates(url: str | None, home: Path, n_single: int, n_batches: int,
-                 batch: int) -> dict[str, float]:
-    from store import Store
+def _store_rates(
+    url: str | None, home: Path, n_single: int, n_batches: int, batch: int
+) -> dict[str, float]:
+    from ilinkbot.store import Store
 
     users = [f"s{u:02d}@im.wechat" for u in range(50)]
     store = Store.open(url, home=home)
@@ -618,8 +704,10 @@ def _store_rates(url: str | None, home: Path, n_single: int, n_batches: int,
         batch_s = time.perf_counter() - started
     finally:
         store.close()
-    return {"upserts_per_s": n_single / single_s, "batch_records_per_s":
-            n_batches * batch / batch_s}
+    return {
+        "upserts_per_s": n_single / single_s,
+        "batch_records_per_s": n_batches * batch / batch_s,
+    }
 
 
 _FLOOR_DDL = [
@@ -641,8 +729,15 @@ _FLOOR_SQL = [
 ]
 
 
-def _floor_rates(connect: Callable[[], Any], p: str, auto: str, begin: str | None,
-                 n_single: int, n_batches: int, batch: int) -> dict[str, float]:
+def _floor_rates(
+    connect: Callable[[], Any],
+    p: str,
+    auto: str,
+    begin: str | None,
+    n_single: int,
+    n_batches: int,
+    batch: int,
+) -> dict[str, float]:
     """The same three statements per batch in hand-written SQL through the raw driver."""
     conn = connect()
     cur = conn.cursor()
@@ -657,8 +752,9 @@ def _floor_rates(connect: Callable[[], Any], p: str, auto: str, begin: str | Non
         if begin:
             cur.execute(begin)
         for r in recs:
-            cur.execute(ins, ("b", r.message_id, r.user_id, r.context_token,
-                              json.dumps(r.raw), now))
+            cur.execute(
+                ins, ("b", r.message_id, r.user_id, r.context_token, json.dumps(r.raw), now)
+            )
         for r in {r.user_id: r for r in recs}.values():
             cur.execute(peer, ("b", r.user_id, r.context_token, now))
         cur.execute(cursor_sql, ("b", cursor))
@@ -675,8 +771,10 @@ def _floor_rates(connect: Callable[[], Any], p: str, auto: str, begin: str | Non
         one_batch(recs, f"b{b}")
     batch_s = time.perf_counter() - started
     conn.close()
-    return {"upserts_per_s": n_single / single_s, "batch_records_per_s":
-            n_batches * batch / batch_s}
+    return {
+        "upserts_per_s": n_single / single_s,
+        "batch_records_per_s": n_batches * batch / batch_s,
+    }
 
 
 def _pg_schema() -> tuple[str, str, str] | None:
@@ -699,8 +797,7 @@ def _pg_schema() -> tuple[str, str, str] | None:
 
 def bench_store(quick: bool) -> dict[str, Any]:
     n_single, n_batches, batch = (300, 5, 100) if quick else (2000, 20, 100)
-    out: dict[str, Any] = {"single_batches": n_single, "batches": n_batches,
-                           "batch_size": batch}
+    out: dict[str, Any] = {"single_batches": n_single, "batches": n_batches, "batch_size": batch}
     with tempfile.TemporaryDirectory(prefix="ilinkbot-bench-") as tmp:
         ours = _store_rates(None, Path(tmp) / "home", n_single, n_batches, batch)
         db = Path(tmp) / "floor.db"
@@ -711,8 +808,7 @@ def bench_store(quick: bool) -> dict[str, Any]:
             conn.execute("PRAGMA synchronous = NORMAL")
             return conn
 
-        floor = _floor_rates(connect_sqlite, "?", "", "BEGIN IMMEDIATE", n_single,
-                             n_batches, batch)
+        floor = _floor_rates(connect_sqlite, "?", "", "BEGIN IMMEDIATE", n_single, n_batches, batch)
         out["sqlite"] = _store_row(ours, floor)
     pg = _pg_schema()
     if pg is not None:
@@ -722,9 +818,15 @@ def bench_store(quick: bool) -> dict[str, Any]:
         try:
             with tempfile.TemporaryDirectory(prefix="ilinkbot-bench-") as tmp:
                 ours = _store_rates(url, Path(tmp), n_single, n_batches, batch)
-            floor = _floor_rates(lambda: psycopg.connect(libpq), "%s",
-                                 " GENERATED ALWAYS AS IDENTITY", None, n_single,
-                                 n_batches, batch)
+            floor = _floor_rates(
+                lambda: psycopg.connect(libpq),
+                "%s",
+                " GENERATED ALWAYS AS IDENTITY",
+                None,
+                n_single,
+                n_batches,
+                batch,
+            )
             out["postgresql"] = _store_row(ours, floor)
         finally:
             with psycopg.connect(libpq, autocommit=True) as conn:
@@ -765,50 +867,141 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
     if "send" in results:
         s = results["send"]
-        rows.append((f"send {s['texts']} texts: push() per text", f"{s['stack_msgs_per_s']}/s",
-                     f"{s['bare_msgs_per_s']}/s", f"{s['ratio']:.2f}", met(s["met"])))
-        rows.append(("send: one Outbox.submit per user", f"{s['stack_batch_msgs_per_s']}/s",
-                     f"{s['bare_msgs_per_s']}/s", f"{s['batch_ratio']:.2f}", "-"))
-        rows.append(("  diagnostic: push() with the db on tmpfs", f"{s['tmpfs_msgs_per_s']}/s",
-                     f"{s['bare_msgs_per_s']}/s", f"{s['tmpfs_ratio']:.2f}", "-"))
+        rows.append(
+            (
+                f"send {s['texts']} texts: push() per text",
+                f"{s['stack_msgs_per_s']}/s",
+                f"{s['bare_msgs_per_s']}/s",
+                f"{s['ratio']:.2f}",
+                met(s["met"]),
+            )
+        )
+        rows.append(
+            (
+                "send: one Outbox.submit per user",
+                f"{s['stack_batch_msgs_per_s']}/s",
+                f"{s['bare_msgs_per_s']}/s",
+                f"{s['batch_ratio']:.2f}",
+                "-",
+            )
+        )
+        rows.append(
+            (
+                "  diagnostic: push() with the db on tmpfs",
+                f"{s['tmpfs_msgs_per_s']}/s",
+                f"{s['bare_msgs_per_s']}/s",
+                f"{s['tmpfs_ratio']:.2f}",
+                "-",
+            )
+        )
     if "inbound" in results:
         s = results["inbound"]
-        rows.append((f"inbound->reply p50 ({s['messages']} msgs, {s['users']} users)",
-                     f"{s['run_p50_ms']} ms", f"{s['floor_p50_ms']} ms",
-                     f"{s['p50_ratio']:.2f}", "-"))
-        rows.append(("inbound->reply p99", f"{s['run_p99_ms']} ms", f"{s['floor_p99_ms']} ms",
-                     f"{s['p99_ratio']:.2f}", "-"))
+        rows.append(
+            (
+                f"inbound->reply p50 ({s['messages']} msgs, {s['users']} users)",
+                f"{s['run_p50_ms']} ms",
+                f"{s['floor_p50_ms']} ms",
+                f"{s['p50_ratio']:.2f}",
+                "-",
+            )
+        )
+        rows.append(
+            (
+                "inbound->reply p99",
+                f"{s['run_p99_ms']} ms",
+                f"{s['floor_p99_ms']} ms",
+                f"{s['p99_ratio']:.2f}",
+                "-",
+            )
+        )
     if "upload" in results:
         s = results["upload"]
-        rows.append((f"CDN upload {s['size_mib']} MiB vs openssl", f"{s['upload_mib_per_s']} MiB/s",
-                     f"{s['openssl_mib_per_s']} MiB/s", f"{s['ratio']:.2f}", met(s["met"])))
-        rows.append(("  ceiling: MD5 pass before upload", f"{s['md5_mib_per_s']} MiB/s",
-                     f"{s['openssl_mib_per_s']} MiB/s", f"{s['md5_ceiling_ratio']:.2f}", "-"))
-        rows.append(("CDN upload peak RSS (< 100 MB)", f"{s['peak_rss_mib']} MiB",
-                     f"{s['idle_peak_rss_mib']} MiB idle", "-", "-"))
+        rows.append(
+            (
+                f"CDN upload {s['size_mib']} MiB vs openssl",
+                f"{s['upload_mib_per_s']} MiB/s",
+                f"{s['openssl_mib_per_s']} MiB/s",
+                f"{s['ratio']:.2f}",
+                met(s["met"]),
+            )
+        )
+        rows.append(
+            (
+                "  ceiling: MD5 pass before upload",
+                f"{s['md5_mib_per_s']} MiB/s",
+                f"{s['openssl_mib_per_s']} MiB/s",
+                f"{s['md5_ceiling_ratio']:.2f}",
+                "-",
+            )
+        )
+        rows.append(
+            (
+                "CDN upload peak RSS (< 100 MB)",
+                f"{s['peak_rss_mib']} MiB",
+                f"{s['idle_peak_rss_mib']} MiB idle",
+                "-",
+                "-",
+            )
+        )
     if "coldstart" in results:
         s = results["coldstart"]
-        rows.append(("cold start: ilinkbot send", f"{s['ilinkbot_send_ms']} ms",
-                     f"{s['python_c_pass_ms']} ms", f"{s['ratio']:.2f}", met(s["met"])))
-        rows.append(("  floor: import httpx, sqlalchemy, structlog", f"{s['import_deps_ms']} ms",
-                     f"{s['python_c_pass_ms']} ms", f"{s['import_deps_ratio']:.2f}", "-"))
-        rows.append(("cold start: ilinkbot --version", f"{s['ilinkbot_version_ms']} ms",
-                     f"{s['python_c_pass_ms']} ms", f"{s['version_ratio']:.2f}", "-"))
+        rows.append(
+            (
+                "cold start: ilinkbot send",
+                f"{s['ilinkbot_send_ms']} ms",
+                f"{s['python_c_pass_ms']} ms",
+                f"{s['ratio']:.2f}",
+                met(s["met"]),
+            )
+        )
+        rows.append(
+            (
+                "  floor: import httpx, sqlalchemy, structlog",
+                f"{s['import_deps_ms']} ms",
+                f"{s['python_c_pass_ms']} ms",
+                f"{s['import_deps_ratio']:.2f}",
+                "-",
+            )
+        )
+        rows.append(
+            (
+                "cold start: ilinkbot --version",
+                f"{s['ilinkbot_version_ms']} ms",
+                f"{s['python_c_pass_ms']} ms",
+                f"{s['version_ratio']:.2f}",
+                "-",
+            )
+        )
     if "store" in results:
         for engine in ("sqlite", "postgresql"):
             s = results["store"].get(engine)
             if s is None:
                 continue
-            rows.append((f"store {engine}: context-token upserts", f"{s['upserts_per_s']}/s",
-                         f"{s['floor_upserts_per_s']}/s", f"{s['upsert_ratio']:.2f}", "-"))
-            rows.append((f"store {engine}: batch records", f"{s['batch_records_per_s']}/s",
-                         f"{s['floor_batch_records_per_s']}/s", f"{s['batch_ratio']:.2f}", "-"))
+            rows.append(
+                (
+                    f"store {engine}: context-token upserts",
+                    f"{s['upserts_per_s']}/s",
+                    f"{s['floor_upserts_per_s']}/s",
+                    f"{s['upsert_ratio']:.2f}",
+                    "-",
+                )
+            )
+            rows.append(
+                (
+                    f"store {engine}: batch records",
+                    f"{s['batch_records_per_s']}/s",
+                    f"{s['floor_batch_records_per_s']}/s",
+                    f"{s['batch_ratio']:.2f}",
+                    "-",
+                )
+            )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="small sizes, one repetition")
     p.add_argument("--only", default=",".join(FIGURES), help="comma-separated figures")
     p.add_argument("--out", default=str(RESULTS / "bench.json"))
@@ -817,15 +1010,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(wanted) - set(FIGURES)
     if unknown:
         p.error(f"unknown figures: {sorted(unknown)}")
-    from ilink.log import configure_logging
+    from ilinkbot.ilink.log import configure_logging
 
     configure_logging(level="error", json=True)
     if shutil.which("openssl") is None and "upload" in wanted:
         print("note: openssl not found; the upload figure has no floor")
     results: dict[str, Any] = {
         "quick": a.quick,
-        "machine": {"python": platform.python_version(), "machine": platform.machine(),
-                    "cpus": os.cpu_count(), "system": platform.system()},
+        "machine": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "system": platform.system(),
+        },
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     for name in wanted:
@@ -842,8 +1039,12 @@ def main(argv: list[str] | None = None) -> int:
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
     print()
     for r in [head, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
     print()
     for name in wanted:
         print(f"{name}: target {results[name]['target']}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ilink.wire import account_id_candidates
+from ilinkbot.ilink.wire import account_id_candidates
 
 from .errors import AccountError, UnknownRecipient
 from .exitcodes import Exit
@@ -32,8 +32,13 @@ def _usable(acc: Any) -> Any:
     return acc
 
 
-def choose_account(store: Any, wanted: str | None = None, *, for_users: list[str] | None = None,
-                   active_only: bool = True) -> Any:
+def choose_account(
+    store: Any,
+    wanted: str | None = None,
+    *,
+    for_users: list[str] | None = None,
+    active_only: bool = True,
+) -> Any:
     """``wanted`` if given; else the only active account; else the one that knows all
     ``for_users``; else the most recently used active one. Errors say what to do."""
     if wanted:
@@ -45,23 +50,26 @@ def choose_account(store: Any, wanted: str | None = None, *, for_users: list[str
     active = [a for a in accounts if a.state == "active" and a.token]
     if not active:
         if any(a.state == "expired" for a in accounts):
-            raise AccountError("the bot session expired; run `ilinkbot login`",
-                               Exit.SESSION_EXPIRED)
+            raise AccountError(
+                "the bot session expired; run `ilinkbot login`", Exit.SESSION_EXPIRED
+            )
         raise AccountError("no account is logged in; run `ilinkbot login`")
     if len(active) == 1:
         return active[0]
     if for_users:
-        knowing = [a for a in active
-                   if all(_knows(store, a.bot_id, u) for u in for_users)]
+        knowing = [a for a in active if all(_knows(store, a.bot_id, u) for u in for_users)]
         if len(knowing) == 1:
             return knowing[0]
         if len(knowing) > 1:
             names = ", ".join(a.bot_id for a in knowing)
-            raise AccountError(f"several accounts can reach {', '.join(for_users)} ({names}); "
-                               "choose one with --account")
+            raise AccountError(
+                f"several accounts can reach {', '.join(for_users)} ({names}); "
+                "choose one with --account"
+            )
     first, second = active[0], active[1]
-    if first.last_used_at is not None and (second.last_used_at is None
-                                           or first.last_used_at > second.last_used_at):
+    if first.last_used_at is not None and (
+        second.last_used_at is None or first.last_used_at > second.last_used_at
+    ):
         return first
     names = ", ".join(a.bot_id for a in active)
     raise AccountError(f"several accounts are logged in ({names}); choose one with --account")
@@ -82,5 +90,7 @@ def resolve_recipient(store: Any, account: Any, to: str | None) -> str:
         return str(alias)
     if "@" in to:
         return to
-    raise UnknownRecipient(f"unknown recipient {to!r}: not an alias of {account.bot_id} "
-                           "and not a user id (user ids look like xxx@im.wechat)")
+    raise UnknownRecipient(
+        f"unknown recipient {to!r}: not an alias of {account.bot_id} "
+        "and not a user id (user ids look like xxx@im.wechat)"
+    )

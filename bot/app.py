@@ -2,7 +2,7 @@
 
 ::
 
-    from bot import Bot, filters
+    from ilinkbot import Bot, filters
 
     bot = Bot.from_config()
 
@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-
-from ilink import IlinkError
-from ilink.log import get_logger
-from ilink.models import TypingStatus
+from ilinkbot.ilink import IlinkError
+from ilinkbot.ilink.log import get_logger
+from ilinkbot.ilink.models import TypingStatus
 
 from . import spool
 from .config import Config, load_config
@@ -119,8 +118,13 @@ class Bot:
             self._config = load_config()
         return self._config
 
-    def configure(self, config: Config, *, transport: httpx.AsyncBaseTransport | None = None,
-                  store: Any = None) -> None:
+    def configure(
+        self,
+        config: Config,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        store: Any = None,
+    ) -> None:
         """Replace config/transport/store before the bot starts (used by ``ilinkbot run``)."""
         if self._svc is not None:
             raise RuntimeError("the bot is already running")
@@ -167,8 +171,14 @@ class Bot:
         self.error_handlers.append(func)
         return func
 
-    def schedule(self, cron: str, *, tz: str | None = None, account: str | None = None,
-                 name: str | None = None) -> Callable[[F], F]:
+    def schedule(
+        self,
+        cron: str,
+        *,
+        tz: str | None = None,
+        account: str | None = None,
+        name: str | None = None,
+    ) -> Callable[[F], F]:
         """Run ``func(ctx)`` at the times of a cron expression, e.g. ``"0 9 * * *"``."""
 
         def deco(func: F) -> F:
@@ -192,10 +202,17 @@ class Bot:
         account: str | None = None,
     ) -> SendResult:
         """Push a message; the same path as ``send_to_wechat`` and ``ilinkbot send``."""
-        request = PushRequest(text, title=title, image=image, file=file, video=video,
-                              caption=caption)
-        return await push(self.service, request, to=to, account=account,
-                          catch_up_seconds=0 if self.polling else 2.0, outbox=self._outbox)
+        request = PushRequest(
+            text, title=title, image=image, file=file, video=video, caption=caption
+        )
+        return await push(
+            self.service,
+            request,
+            to=to,
+            account=account,
+            catch_up_seconds=0 if self.polling else 2.0,
+            outbox=self._outbox,
+        )
 
     # ---- running ------------------------------------------------------------------------------
 
@@ -228,14 +245,17 @@ class Bot:
         return spool.keep(self.config.home, source, name)
 
     async def _download(self, msg: Any, dest: str | Path | None) -> Any:
-        from cdn import download_media, pick_media
+        from ilinkbot.cdn import download_media, pick_media
 
         ref = pick_media(msg.wx)
         if ref is None:
             return None
         return await download_media(
-            self.service.http, self.config.cdn_base_url, ref,
-            dest=Path(dest) if dest else None, max_bytes=self.config.media_max_bytes,
+            self.service.http,
+            self.config.cdn_base_url,
+            ref,
+            dest=Path(dest) if dest else None,
+            max_bytes=self.config.media_max_bytes,
         )
 
     @asynccontextmanager
@@ -244,6 +264,7 @@ class Bot:
         ticket = await self._ticket(account, user)
         keepalive: asyncio.Task[None] | None = None
         if ticket:
+
             async def beat() -> None:
                 while True:
                     await self._typing_call(client, user, ticket, TypingStatus.TYPING)

@@ -9,7 +9,12 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ilink import DEFAULT_BASE_URL, DEFAULT_CDN_BASE_URL, DEFAULT_CHANNEL_VERSION, __version__
+from ilinkbot.ilink import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CDN_BASE_URL,
+    DEFAULT_CHANNEL_VERSION,
+    __version__,
+)
 
 __all__ = ["LOG_LEVELS", "Config", "ConfigError", "load_config"]
 

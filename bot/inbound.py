@@ -8,9 +8,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from ilink import UpdatesBatch, WeixinMessage
-from ilink.log import get_logger, register_secret
-from store import InboundRecord
+from ilinkbot.ilink import UpdatesBatch, WeixinMessage
+from ilinkbot.ilink.log import get_logger, register_secret
+from ilinkbot.store import InboundRecord
 
 from .outbox import Outbox
 
@@ -63,10 +63,17 @@ def inbound_record(msg: WeixinMessage | Any) -> InboundRecord:
         mid = f"noid:{digest[:32]}"
     register_secret(token)
     if not user:
-        return InboundRecord(message_id=mid, user_id=MALFORMED_SENDER, context_token=None,
-                             raw=raw, created_at=created, is_user=False)
-    return InboundRecord(message_id=mid, user_id=user, context_token=token, raw=raw,
-                         created_at=created)
+        return InboundRecord(
+            message_id=mid,
+            user_id=MALFORMED_SENDER,
+            context_token=None,
+            raw=raw,
+            created_at=created,
+            is_user=False,
+        )
+    return InboundRecord(
+        message_id=mid, user_id=user, context_token=token, raw=raw, created_at=created
+    )
 
 
 async def absorb_batch(outbox: Outbox, account: Any, batch: UpdatesBatch) -> list[Any]:
@@ -81,8 +88,9 @@ async def absorb_batch(outbox: Outbox, account: Any, batch: UpdatesBatch) -> lis
     rows = await svc.call(svc.store.record_batch, account.bot_id, records, batch.cursor or "")
     if rows:
         _log.info("inbound_batch", account=account.bot_id, new=len(rows))
-    writers = list(dict.fromkeys(r.user_id for r in rows
-                                 if r.user_id and r.user_id != MALFORMED_SENDER))
+    writers = list(
+        dict.fromkeys(r.user_id for r in rows if r.user_id and r.user_id != MALFORMED_SENDER)
+    )
     for user in writers:
         await outbox.release(account, user)
     return list(rows)

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from ilink.client import IlinkClient
-from ilink.log import get_logger
-from ilink.models import QrStatus
+from ilinkbot.ilink.client import IlinkClient
+from ilinkbot.ilink.log import get_logger
+from ilinkbot.ilink.models import QrStatus
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL",

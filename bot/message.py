@@ -11,10 +11,10 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ilink import MessageItem, WeixinMessage
-from ilink.log import get_logger
-from ilink.models import MessageItemType
-from ilink.wire import derived_client_id
+from ilinkbot.ilink import MessageItem, WeixinMessage
+from ilinkbot.ilink.log import get_logger
+from ilinkbot.ilink.models import MessageItemType
+from ilinkbot.ilink.wire import derived_client_id
 
 from .outbox import SendResult, media_payload, text_payloads
 
@@ -148,8 +148,9 @@ class Message:
     def reply_image(self, image: str | Path | bytes, *, caption: str | None = None) -> Any:
         return self._bridge(self._submit_media(image, "image", caption))
 
-    def reply_file(self, file: str | Path | bytes, *, file_name: str | None = None,
-                   caption: str | None = None) -> Any:
+    def reply_file(
+        self, file: str | Path | bytes, *, file_name: str | None = None, caption: str | None = None
+    ) -> Any:
         return self._bridge(self._submit_media(file, "file", caption, file_name))
 
     def reply_video(self, video: str | Path | bytes, *, caption: str | None = None) -> Any:
@@ -159,11 +160,15 @@ class Message:
         ids = self._next_ids(len(payloads))
         return await self._bot._outbox.submit(self.account, self.user, payloads, client_ids=ids)
 
-    async def _submit_media(self, source: str | Path | bytes, kind: str, caption: str | None,
-                            file_name: str | None = None) -> SendResult:
+    async def _submit_media(
+        self,
+        source: str | Path | bytes,
+        kind: str,
+        caption: str | None,
+        file_name: str | None = None,
+    ) -> SendResult:
         path = self._bot._spool(source, file_name or f"reply.{_ext(kind)}")
-        payloads = (text_payloads(caption, chunk_size=self._bot.config.chunk_size)
-                    if caption else [])
+        payloads = text_payloads(caption, chunk_size=self._bot.config.chunk_size) if caption else []
         payloads.append(media_payload(path, kind=kind, file_name=file_name))
         return await self._submit(payloads)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ilink import (
+from ilinkbot.ilink import (
     ApiError,
     HttpStatusError,
     IlinkError,
@@ -22,7 +22,7 @@ from ilink import (
     SessionExpired,
     build_send_body,
 )
-from ilink.log import get_logger
+from ilinkbot.ilink.log import get_logger
 
 from .errors import NoContextError
 from .service import Service
@@ -106,8 +106,9 @@ class SendResult:
         return cls(state=worst, messages=list(outcomes))
 
 
-def text_payloads(text: str, *, title: str | None = None, chunk_size: int = 2000,
-                  run_id: str | None = None) -> list[dict[str, Any]]:
+def text_payloads(
+    text: str, *, title: str | None = None, chunk_size: int = 2000, run_id: str | None = None
+) -> list[dict[str, Any]]:
     """One payload per chunk of ``text`` (with the title as its first line)."""
     body = f"{title}\n\n{text}" if title and text else (title or text)
     if not body.strip():
@@ -118,8 +119,13 @@ def text_payloads(text: str, *, title: str | None = None, chunk_size: int = 2000
     ]
 
 
-def media_payload(path: Path | str, *, kind: str | None = None, file_name: str | None = None,
-                  run_id: str | None = None) -> dict[str, Any]:
+def media_payload(
+    path: Path | str,
+    *,
+    kind: str | None = None,
+    file_name: str | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
     """A payload that uploads ``path`` when first sent (the upload result is kept)."""
     p = Path(path).expanduser().resolve()
     if not p.is_file():
@@ -160,8 +166,9 @@ class Outbox:
 
         if not deliver:
             await self.svc.read(check_peer)
-            queued = await self.svc.call(store.enqueue, account.bot_id, user_id,
-                                         list(payloads), client_ids=client_ids)
+            queued = await self.svc.call(
+                store.enqueue, account.bot_id, user_id, list(payloads), client_ids=client_ids
+            )
             return SendResult.combine(
                 [MessageOutcome(r.id, r.user_id, r.client_id, "pending") for r in queued]
             )
@@ -171,8 +178,12 @@ class Outbox:
             # for this user, and the rows come back already claimed.
             peer = check_peer()
             rows, claimed = store.enqueue_claimed(
-                account.bot_id, user_id, list(payloads), client_ids=client_ids,
-                lease_seconds=self.config.send_lease_seconds, nowait=nowait,
+                account.bot_id,
+                user_id,
+                list(payloads),
+                client_ids=client_ids,
+                lease_seconds=self.config.send_lease_seconds,
+                nowait=nowait,
             )
             return peer, rows, claimed
 
@@ -180,16 +191,19 @@ class Outbox:
         ids = {r.id for r in rows}
         mine: dict[int, MessageOutcome] = {}
         peers = {user_id: peer}
-        outcomes = (await self.drain(account, user_id, claimed=claimed, peers=peers)
-                    if claimed else [])
+        outcomes = (
+            await self.drain(account, user_id, claimed=claimed, peers=peers) if claimed else []
+        )
         deadline = asyncio.get_running_loop().time() + SUBMIT_WAIT_SECONDS
         passes = 0
         while True:
             mine.update((o.outbox_id, o) for o in outcomes if o.outbox_id in ids)
             # This pass stopped the user's queue itself (a transient failure, a hold):
             # whatever of ours is still pending stays so, and that is the answer.
-            stopped = any(o.user_id == user_id and o.state != "delivered"
-                          and o.state != "unconfirmed" for o in outcomes)
+            stopped = any(
+                o.user_id == user_id and o.state != "delivered" and o.state != "unconfirmed"
+                for o in outcomes
+            )
             for i in ids - mine.keys():
                 o = await self.outcome(i)
                 if o.state not in ("pending", "sending") or (stopped and o.state == "pending"):
@@ -244,9 +258,13 @@ class Outbox:
         rows = list(claimed or [])
         while True:
             if not rows:
-                rows = await self.svc.call(self.store.claim, account.bot_id, limit=limit,
-                                           user_id=user_id,
-                                           lease_seconds=self.config.send_lease_seconds)
+                rows = await self.svc.call(
+                    self.store.claim,
+                    account.bot_id,
+                    limit=limit,
+                    user_id=user_id,
+                    lease_seconds=self.config.send_lease_seconds,
+                )
                 if not rows:
                     return outcomes
             more = claimed is None and len(rows) >= limit
@@ -258,16 +276,22 @@ class Outbox:
                 if row.user_id in held_users:
                     reason = "queued behind a held message to the same user"
                     await self.svc.call(self.store.mark_held, row.id, reason)
-                    outcomes.append(MessageOutcome(row.id, row.user_id, row.client_id, "held",
-                                                   reason=reason))
+                    outcomes.append(
+                        MessageOutcome(row.id, row.user_id, row.client_id, "held", reason=reason)
+                    )
                     continue
                 try:
                     outcome = await self._deliver(account, row, peers, sent)
                 except SessionExpired:
                     await self._session_expired(account, rows[i:])
                     outcomes.extend(
-                        MessageOutcome(r.id, r.user_id, r.client_id, "session_expired",
-                                       reason="the bot session expired: run `ilinkbot login`")
+                        MessageOutcome(
+                            r.id,
+                            r.user_id,
+                            r.client_id,
+                            "session_expired",
+                            reason="the bot session expired: run `ilinkbot login`",
+                        )
                         for r in rows[i:]
                         if r.id not in seen or r.id == row.id
                     )
@@ -296,11 +320,18 @@ class Outbox:
     async def _deliver(
         self, account: Any, row: Any, peers: dict[str, Any], sent: list[tuple[int, str | None]]
     ) -> MessageOutcome:
-        def done(state: str, message_id: str | None = None, reason: str | None = None) -> (
-            MessageOutcome
-        ):
-            _log.info("outbox_row", id=row.id, to=row.user_id, client_id=row.client_id,
-                      state=state, message_id=message_id, reason=reason)
+        def done(
+            state: str, message_id: str | None = None, reason: str | None = None
+        ) -> MessageOutcome:
+            _log.info(
+                "outbox_row",
+                id=row.id,
+                to=row.user_id,
+                client_id=row.client_id,
+                state=state,
+                message_id=message_id,
+                reason=reason,
+            )
             return MessageOutcome(row.id, row.user_id, row.client_id, state, message_id, reason)
 
         # The peer is read once per pass and counted locally after each send (the store
@@ -309,8 +340,9 @@ class Outbox:
         if peer is None:
             peer = await self.svc.read(self.store.get_peer, account.bot_id, row.user_id)
             peers[row.user_id] = peer
-        win = window_state(peer, quota=self.config.reply_quota,
-                           window_seconds=self.config.reply_window_seconds)
+        win = window_state(
+            peer, quota=self.config.reply_quota, window_seconds=self.config.reply_window_seconds
+        )
         if not win.open:
             await self.svc.call(self.store.mark_held, row.id, win.reason or "window closed")
             return done("held", reason=win.reason)
@@ -319,14 +351,22 @@ class Outbox:
         try:
             item = await self._item(account, client, row)
         except (OSError, ValueError) as exc:
-            await self.svc.call(self.store.mark_failed, row.id, f"bad payload: {exc}",
-                                retryable=False, max_attempts=self.config.send_max_attempts)
+            await self.svc.call(
+                self.store.mark_failed,
+                row.id,
+                f"bad payload: {exc}",
+                retryable=False,
+                max_attempts=self.config.send_max_attempts,
+            )
             return done("failed", reason=str(exc))
         except IlinkError as exc:
             return await self._failed(row, exc, done)
 
         msg = build_send_body(
-            row.user_id, item, client_id=row.client_id, context_token=peer.context_token,
+            row.user_id,
+            item,
+            client_id=row.client_id,
+            context_token=peer.context_token,
             run_id=(row.payload or {}).get("run_id"),
         )
         last: IlinkError | None = None
@@ -361,7 +401,10 @@ class Outbox:
     ) -> MessageOutcome:
         retryable = _retryable(exc)
         updated = await self.svc.call(
-            self.store.mark_failed, row.id, str(exc), retryable=retryable,
+            self.store.mark_failed,
+            row.id,
+            str(exc),
+            retryable=retryable,
             max_attempts=self.config.send_max_attempts,
         )
         state = getattr(updated, "state", None) or ("pending" if retryable else "failed")
@@ -375,13 +418,16 @@ class Outbox:
         media = payload.get("media")
         if not isinstance(media, dict):
             raise ValueError("outbox payload has neither an item nor media")
-        from cdn import MediaKind, UploadedMedia, upload_media
+        from ilinkbot.cdn import MediaKind, UploadedMedia, upload_media
 
         if media.get("upload"):
             uploaded = UploadedMedia.from_dict(media["upload"])
         else:
             uploaded = await upload_media(
-                client, self.config.cdn_base_url, Path(media["path"]), to_user_id=row.user_id,
+                client,
+                self.config.cdn_base_url,
+                Path(media["path"]),
+                to_user_id=row.user_id,
                 kind=MediaKind(media["kind"]) if media.get("kind") else None,
                 file_name=media.get("file_name"),
                 progress=self.progress,
@@ -392,12 +438,16 @@ class Outbox:
         return uploaded.to_item()
 
     async def _session_expired(self, account: Any, rows: Sequence[Any]) -> None:
-        _log.error("session_expired", account=account.bot_id,
-                   hint="run `ilinkbot login`; the messages stay in the outbox")
+        _log.error(
+            "session_expired",
+            account=account.bot_id,
+            hint="run `ilinkbot login`; the messages stay in the outbox",
+        )
         await self.svc.call(self.store.set_account_state, account.bot_id, "expired")
         for r in rows:
-            await self.svc.call(self.store.mark_failed, r.id, "session expired",
-                                retryable=True, max_attempts=10**6)
+            await self.svc.call(
+                self.store.mark_failed, r.id, "session expired", retryable=True, max_attempts=10**6
+            )
 
     async def _merge_into_digest(self, account: Any, user_id: str, rows: Sequence[Any]) -> None:
         texts = [(r.payload or {}).get("item", {}).get("text_item", {}).get("text") for r in rows]
@@ -406,8 +456,7 @@ class Outbox:
         header = f"{len(rows)} messages held while the chat was inactive:"
         digest = header + "".join(f"\n\n— {t}" for t in texts)
         payloads = text_payloads(digest, chunk_size=self.config.chunk_size)
-        await self.svc.call(self.store.enqueue, account.bot_id, user_id, payloads,
-                            group="digest")
+        await self.svc.call(self.store.enqueue, account.bot_id, user_id, payloads, group="digest")
         for r in rows:
             await self.svc.call(self.store.drop_outbox, r.id)
 

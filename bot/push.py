@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from ilink import IlinkError, SessionExpired
-from ilink.log import get_logger
+from ilinkbot.ilink import IlinkError, SessionExpired
+from ilinkbot.ilink.log import get_logger
 
 from .accounts import choose_account, resolve_recipient
 from .config import Config, load_config
@@ -144,8 +143,7 @@ def send_to_wechat(
     proof of delivery. Raises :class:`bot.errors.BotError` subclasses for a missing
     account or an unknown recipient, and :class:`ilink.SessionExpired` for a stale login.
     """
-    request = PushRequest(text, title=title, image=image, file=file, video=video,
-                          caption=caption)
+    request = PushRequest(text, title=title, image=image, file=file, video=video, caption=caption)
     cfg = config or load_config()
 
     async def run() -> SendResult:

@@ -17,8 +17,8 @@ import socket
 import uuid
 from typing import Any
 
-from ilink import IlinkError, SessionExpired
-from ilink.log import get_logger
+from ilinkbot.ilink import IlinkError, SessionExpired
+from ilinkbot.ilink.log import get_logger
 
 from . import spool
 from .accounts import choose_account, find_account
@@ -43,8 +43,9 @@ MAX_CONCURRENT_HANDLERS = 32
 
 
 class Runner:
-    def __init__(self, bot: Bot, *, accounts: list[str] | None = None,
-                 install_signals: bool = True) -> None:
+    def __init__(
+        self, bot: Bot, *, accounts: list[str] | None = None, install_signals: bool = True
+    ) -> None:
         self.bot = bot
         self.wanted = accounts
         self.install_signals = install_signals
@@ -109,8 +110,11 @@ class Runner:
                     raise AccountError(f"no account {w!r}; see `ilinkbot status`")
                 found.append(acc)
         else:
-            found = [a for a in await asyncio.to_thread(store.list_accounts)
-                     if a.state == "active" and a.token]
+            found = [
+                a
+                for a in await asyncio.to_thread(store.list_accounts)
+                if a.state == "active" and a.token
+            ]
         usable = [a for a in found if a.state == "active" and a.token]
         if not usable:
             # Never start a QR login from a background process: say what to do instead.
@@ -138,8 +142,11 @@ class Runner:
             got = await asyncio.to_thread(store.acquire_lease, account.bot_id, self.owner, ttl)
             if not got:
                 if not announced:
-                    _log.info("account_polled_elsewhere", account=account.bot_id,
-                              holder=await asyncio.to_thread(store.lease_holder, account.bot_id))
+                    _log.info(
+                        "account_polled_elsewhere",
+                        account=account.bot_id,
+                        holder=await asyncio.to_thread(store.lease_holder, account.bot_id),
+                    )
                     announced = True
                 await self._sleep(ttl / 3)
                 continue
@@ -185,16 +192,20 @@ class Runner:
                 except SessionExpired:
                     await asyncio.to_thread(store.set_account_state, account.bot_id, "expired")
                     self.expired.add(account.bot_id)
-                    _log.error("session_expired", account=account.bot_id,
-                               hint="run `ilinkbot login` to log this account in again")
+                    _log.error(
+                        "session_expired",
+                        account=account.bot_id,
+                        hint="run `ilinkbot login` to log this account in again",
+                    )
                     return "expired"
                 except IlinkError as exc:
                     failures += 1
                     delay = RETRY_AFTER_THREE_SECONDS if failures >= 3 else RETRY_SECONDS
                     if failures >= 3:
                         failures = 0
-                    _log.warning("poll_failed", account=account.bot_id, error=str(exc),
-                                 retry_in=delay)
+                    _log.warning(
+                        "poll_failed", account=account.bot_id, error=str(exc), retry_in=delay
+                    )
                     await self._wait_jittered(delay)
                     continue
                 failures = 0
@@ -243,8 +254,9 @@ class Runner:
         while True:
             await asyncio.sleep(ttl / 3)
             try:
-                ok = await asyncio.to_thread(self.bot.store.acquire_lease, account.bot_id,
-                                             self.owner, ttl)
+                ok = await asyncio.to_thread(
+                    self.bot.store.acquire_lease, account.bot_id, self.owner, ttl
+                )
             except Exception:
                 _log.exception("lease_renew_failed", account=account.bot_id)
                 continue
@@ -289,8 +301,9 @@ class Runner:
             task.add_done_callback(self._workers.discard)
         queue.put_nowait(row)
 
-    async def _user_worker(self, key: tuple[str, str], account: Any,
-                           queue: asyncio.Queue[Any]) -> None:
+    async def _user_worker(
+        self, key: tuple[str, str], account: Any, queue: asyncio.Queue[Any]
+    ) -> None:
         try:
             while not queue.empty():
                 row = queue.get_nowait()
@@ -310,8 +323,9 @@ class Runner:
         bot = self.bot
         store = bot.store
         if not row.user_id or row.user_id == MALFORMED_SENDER:
-            await asyncio.to_thread(store.record_handler_failure, row.id,
-                                    "malformed message: no sender", max_attempts=1)
+            await asyncio.to_thread(
+                store.record_handler_failure, row.id, "malformed message: no sender", max_attempts=1
+            )
             _log.warning("malformed_message_kept", account=account.bot_id, inbox_id=row.id)
             return
         msg = Message(bot, account, row)
@@ -328,20 +342,31 @@ class Runner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _log.exception("handler_failed", account=account.bot_id, inbox_id=row.id,
-                               handler=handler.name if handler else None, attempt=attempt)
+                _log.exception(
+                    "handler_failed",
+                    account=account.bot_id,
+                    inbox_id=row.id,
+                    handler=handler.name if handler else None,
+                    attempt=attempt,
+                )
                 for on_error in bot.error_handlers:
                     try:
                         await call_flexibly(on_error, exc, msg, ctx)
                     except Exception:
                         _log.exception("error_handler_failed")
                 updated = await asyncio.to_thread(
-                    store.record_handler_failure, row.id, f"{type(exc).__name__}: {exc}",
+                    store.record_handler_failure,
+                    row.id,
+                    f"{type(exc).__name__}: {exc}",
                     max_attempts=bot.config.handler_max_attempts,
                 )
                 if getattr(updated, "dead_at", None) is not None:
-                    _log.error("message_dead_lettered", account=account.bot_id,
-                               inbox_id=row.id, attempts=attempt)
+                    _log.error(
+                        "message_dead_lettered",
+                        account=account.bot_id,
+                        inbox_id=row.id,
+                        attempts=attempt,
+                    )
                     return
                 await pause(backoff(attempt))
 

@@ -11,8 +11,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
-
-from ilink.log import get_logger
+from ilinkbot.ilink.log import get_logger
 
 __all__ = ["Clock", "Job", "RealClock", "Scheduler"]
 
@@ -57,8 +56,9 @@ class Job:
 class Scheduler:
     """Fires each job at its cron times. ``run_job`` is awaited for each firing."""
 
-    def __init__(self, jobs: list[Job], run_job: Callable[[Job], Awaitable[None]],
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self, jobs: list[Job], run_job: Callable[[Job], Awaitable[None]], clock: Clock | None = None
+    ) -> None:
         self.jobs = jobs
         self.run_job = run_job
         self.clock: Clock = clock or RealClock()
@@ -73,8 +73,11 @@ class Scheduler:
             now = self.clock.now()
             due = [j for j in self.jobs if j.next_at is not None and j.next_at <= now]
             for job in due:
-                _log.info("schedule_fired", job=job.name, at=job.next_at.isoformat()
-                          if job.next_at else None)
+                _log.info(
+                    "schedule_fired",
+                    job=job.name,
+                    at=job.next_at.isoformat() if job.next_at else None,
+                )
                 job.next_at = job.next_after(now)
                 try:
                     await self.run_job(job)

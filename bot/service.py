@@ -10,9 +10,8 @@ import asyncio
 from typing import Any
 
 import httpx
-
-from ilink import IlinkClient
-from store import Store, StoreBusy
+from ilinkbot.ilink import IlinkClient
+from ilinkbot.store import Store, StoreBusy
 
 from .config import Config
 

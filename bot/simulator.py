@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from ilink.sandbox import Sandbox
-from store import Store
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.store import Store
 
 from .runner import Runner
 from .testing import sandbox_login
@@ -34,15 +34,17 @@ def _describe(d: dict[str, Any]) -> str:
     return f"[{d.get('kind')}{name}, {size / 1024:.1f} KB, sha256 {str(d.get('sha256', ''))[:12]}]"
 
 
-async def run_in_sandbox(bot: Any, *, stdin: TextIO | None = None,
-                         stdout: TextIO | None = None) -> int:
+async def run_in_sandbox(
+    bot: Any, *, stdin: TextIO | None = None, stdout: TextIO | None = None
+) -> int:
     inp = stdin or sys.stdin
     out = stdout or sys.stdout
     sb = Sandbox(longpoll_seconds=1.0, qr_poll_seconds=1.0)
     with tempfile.TemporaryDirectory(prefix="ilinkbot-sandbox-") as tmp:
         home = Path(tmp)
-        config = bot.config.with_overrides(home=home, base_url=sb.api_base,
-                                           cdn_base_url=sb.cdn_base, database_url=None)
+        config = bot.config.with_overrides(
+            home=home, base_url=sb.api_base, cdn_base_url=sb.cdn_base, database_url=None
+        )
         store = Store.open(None, home=home)
         try:
             account = await sandbox_login(sb, store, owner=SANDBOX_USER)
@@ -59,8 +61,9 @@ async def run_in_sandbox(bot: Any, *, stdin: TextIO | None = None,
             store.close()
 
 
-async def _converse(sb: Sandbox, runner: Runner, bot: Any, store: Store, account: Any,
-                    inp: TextIO, out: TextIO) -> int:
+async def _converse(
+    sb: Sandbox, runner: Runner, bot: Any, store: Store, account: Any, inp: TextIO, out: TextIO
+) -> int:
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -99,8 +102,9 @@ async def _converse(sb: Sandbox, runner: Runner, bot: Any, store: Store, account
     # Input ended: let the bot finish answering, then show the last replies.
     for _ in range(100):
         busy = await asyncio.to_thread(store.unhandled, account.bot_id)
-        pending = await asyncio.to_thread(store.list_outbox, account.bot_id,
-                                          state=["pending", "sending"])
+        pending = await asyncio.to_thread(
+            store.list_outbox, account.bot_id, state=["pending", "sending"]
+        )
         bots = [b for b in sb.state()["bots"] if b["bot_id"] == account.bot_id]
         fetched = all(b["acknowledged"] >= b["queued"] for b in bots)  # stored by the bot
         if fetched and not busy and not pending:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ilink.log import get_logger
+from ilinkbot.ilink.log import get_logger
 
 from .service import Service
 
@@ -45,8 +45,9 @@ def keep(home: Path, data: bytes, name: str) -> Path:
     return path
 
 
-def sweep(store: Any, home: Path, *, grace_seconds: float = GRACE_SECONDS,
-          now: float | None = None) -> list[Path]:
+def sweep(
+    store: Any, home: Path, *, grace_seconds: float = GRACE_SECONDS, now: float | None = None
+) -> list[Path]:
     """Delete spool files that no unfinished outbox row names and that are older than
     ``grace_seconds``; return them. Empty folders go too."""
     root = home / "spool"

@@ -13,9 +13,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+from ilinkbot.ilink import IlinkClient
 from structlog.testing import capture_logs
-
-from ilink import IlinkClient
 
 from .waiting import real_waiting, set_real_waiting
 

@@ -39,9 +39,17 @@ def window_state(
     seconds_left = max(0.0, window_seconds - (now - last).total_seconds())
     messages_left = max(0, quota - int(peer.sent_since_inbound or 0))
     if seconds_left <= 0:
-        return WindowState(False, messages_left, 0.0, "reply window closed: the user's last "
-                           f"message is older than {int(window_seconds)} s")
+        return WindowState(
+            False,
+            messages_left,
+            0.0,
+            f"reply window closed: the user's last message is older than {int(window_seconds)} s",
+        )
     if messages_left <= 0:
-        return WindowState(False, 0, seconds_left, f"reply quota used: {quota} messages since "
-                           "the user's last message")
+        return WindowState(
+            False,
+            0,
+            seconds_left,
+            f"reply quota used: {quota} messages since the user's last message",
+        )
     return WindowState(True, messages_left, seconds_left, None)

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
-
-from ilink.log import get_logger, register_secret
-from ilink.models import CDNMedia, MessageItem, MessageItemType, WeixinMessage
-from ilink.wire import encode_query_value
+from ilinkbot.ilink.log import get_logger, register_secret
+from ilinkbot.ilink.models import CDNMedia, MessageItem, MessageItemType, WeixinMessage
+from ilinkbot.ilink.wire import encode_query_value
 
 from .crypto import BLOCK_SIZE, StreamDecryptor, decode_aes_key, key_from_hex
 from .errors import CdnDownloadError, MediaRefused

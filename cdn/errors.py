@@ -20,7 +20,7 @@ Errors of ``getuploadurl`` itself are the :mod:`ilink.errors` ones raised by
 
 from __future__ import annotations
 
-from ilink.errors import IlinkError
+from ilinkbot.ilink.errors import IlinkError
 
 __all__ = ["CdnDownloadError", "CdnError", "CdnUploadError", "MediaRefused"]
 

@@ -13,7 +13,7 @@ import unicodedata
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from ilink.models import MessageItemType, UploadMediaType
+from ilinkbot.ilink.models import MessageItemType, UploadMediaType
 
 __all__ = [
     "DEFAULT_MIME",

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from ilink.client import IlinkClient
-from ilink.log import get_logger, register_secret
-from ilink.wire import encode_query_value
+from ilinkbot.ilink.client import IlinkClient
+from ilinkbot.ilink.log import get_logger, register_secret
+from ilinkbot.ilink.wire import encode_query_value
 
 from .crypto import CHUNK_SIZE, StreamEncryptor, ciphertext_size, message_aes_key, new_aes_key
 from .errors import CdnUploadError

@@ -1,10 +1,10 @@
 """Echo bot: replies with the same text, and sends back any image or file it receives.
 
-    ilinkbot run examples/echo.py --sandbox     # offline, you play the WeChat user
-    ilinkbot run examples/echo.py               # for real, after `ilinkbot login`
+ilinkbot run examples/echo.py --sandbox     # offline, you play the WeChat user
+ilinkbot run examples/echo.py               # for real, after `ilinkbot login`
 """
 
-from bot import Bot, filters
+from ilinkbot import Bot, filters
 
 bot = Bot()
 

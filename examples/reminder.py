@@ -7,7 +7,7 @@ window: if the owner has not written in the last 24 hours it is held (not lost) 
 goes out when they next write.
 """
 
-from bot import Bot, filters
+from ilinkbot import Bot, filters
 
 bot = Bot()
 

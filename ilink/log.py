@@ -216,8 +216,7 @@ class _LazyLogger:
 
     def __getattr__(self, name: str) -> Any:
         cfg = structlog.get_config()
-        now = (cfg["processors"], cfg["wrapper_class"], cfg["logger_factory"],
-               cfg["context_class"])
+        now = (cfg["processors"], cfg["wrapper_class"], cfg["logger_factory"], cfg["context_class"])
         made_for, logger = self._made_for, self._logger
         if any(a is not b for a, b in zip(made_for, now, strict=True)):
             logger = structlog.get_logger().bind(**self._initial)

@@ -198,7 +198,8 @@ def _begin_immediate(cur: Any, nowait: bool) -> None:
 def _is_busy(exc: BaseException) -> bool:
     """SQLITE_BUSY / SQLITE_LOCKED: would have waited for another connection."""
     return isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in str(exc) or "busy" in str(exc))
+        "locked" in str(exc) or "busy" in str(exc)
+    )
 
 
 class Cursor:
@@ -230,9 +231,7 @@ class Cursor:
         row = self._cur.fetchone()
         return None if row is None else _decoder(table)(row)
 
-    def all(
-        self, table: Table, statement: str, params: Sequence[Any] = ()
-    ) -> list[dict[str, Any]]:
+    def all(self, table: Table, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         self._cur.execute(self._lane.sql(statement), tuple(params))
         decode = _decoder(table)
         return [decode(r) for r in self._cur.fetchall()]
@@ -253,7 +252,10 @@ def _decoder(table: Table) -> Decoder:
         return cached
     names = [c.name for c in table.columns]
     kinds = [
-        "ts" if isinstance(c.type, UTCDateTime) else "json" if isinstance(c.type, JSONText)
+        "ts"
+        if isinstance(c.type, UTCDateTime)
+        else "json"
+        if isinstance(c.type, JSONText)
         else None
         for c in table.columns
     ]

@@ -61,7 +61,7 @@ def resolve_url(database_url: str | None, home: Path | None = None) -> URL:
         path = (home if home is not None else default_home()) / DEFAULT_FILENAME
         return URL.create("sqlite+pysqlite", database=str(path))
     if database_url.startswith("postgres://"):
-        database_url = "postgresql://" + database_url[len("postgres://"):]
+        database_url = "postgresql://" + database_url[len("postgres://") :]
     url = make_url(database_url)
     backend = url.get_backend_name()
     if backend == "postgresql":

@@ -168,8 +168,9 @@ accounts = Table(
 cursors = Table(
     "cursors",
     metadata,
-    Column("bot_id", String(255), ForeignKey("accounts.bot_id", ondelete="CASCADE"),
-           primary_key=True),
+    Column(
+        "bot_id", String(255), ForeignKey("accounts.bot_id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("cursor", Text, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
@@ -177,8 +178,9 @@ cursors = Table(
 peers = Table(
     "peers",
     metadata,
-    Column("bot_id", String(255), ForeignKey("accounts.bot_id", ondelete="CASCADE"),
-           primary_key=True),
+    Column(
+        "bot_id", String(255), ForeignKey("accounts.bot_id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("user_id", String(255), primary_key=True),
     Column("context_token", Text, nullable=True),
     Column("last_inbound_at", UTCDateTime, nullable=True),
@@ -193,8 +195,9 @@ inbox = Table(
     "inbox",
     metadata,
     Column("id", _PK, primary_key=True, autoincrement=True),
-    Column("bot_id", String(255), ForeignKey("accounts.bot_id", ondelete="CASCADE"),
-           nullable=False),
+    Column(
+        "bot_id", String(255), ForeignKey("accounts.bot_id", ondelete="CASCADE"), nullable=False
+    ),
     Column("message_id", String(64), nullable=False),
     Column("user_id", String(255), nullable=False),
     Column("context_token", Text, nullable=True),
@@ -213,8 +216,9 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", _PK, primary_key=True, autoincrement=True),
-    Column("bot_id", String(255), ForeignKey("accounts.bot_id", ondelete="CASCADE"),
-           nullable=False),
+    Column(
+        "bot_id", String(255), ForeignKey("accounts.bot_id", ondelete="CASCADE"), nullable=False
+    ),
     Column("user_id", String(255), nullable=False),
     Column("client_id", String(128), nullable=False),
     Column("payload", JSONText, nullable=False),
@@ -237,8 +241,9 @@ outbox = Table(
 user_data = Table(
     "user_data",
     metadata,
-    Column("bot_id", String(255), ForeignKey("accounts.bot_id", ondelete="CASCADE"),
-           primary_key=True),
+    Column(
+        "bot_id", String(255), ForeignKey("accounts.bot_id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("user_id", String(255), primary_key=True),
     Column("key", String(255), primary_key=True),
     Column("value", JSONText, nullable=True),

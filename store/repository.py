@@ -194,9 +194,7 @@ class Store:
         return sqlite_dialect.insert(table)
 
     def _require_account(self, conn: Connection, bot_id: str) -> None:
-        found = conn.execute(
-            select(accounts.c.bot_id).where(accounts.c.bot_id == bot_id)
-        ).first()
+        found = conn.execute(select(accounts.c.bot_id).where(accounts.c.bot_id == bot_id)).first()
         if found is None:
             raise UnknownAccountError(f"unknown account {bot_id!r}")
 
@@ -279,15 +277,17 @@ class Store:
 
     def get_account(self, bot_id: str) -> Account | None:
         with self._lane.read() as cur:
-            row = cur.one(accounts, f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE bot_id = ?",
-                          (bot_id,))
+            row = cur.one(
+                accounts, f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE bot_id = ?", (bot_id,)
+            )
         return _account(row) if row is not None else None
 
     def list_accounts(self) -> list[Account]:
         """All accounts, most recently used first."""
         with self._lane.read() as cur:
-            rows = cur.all(accounts, f"SELECT {_ACCOUNT_COLS} FROM accounts "
-                                     "ORDER BY last_used_at DESC, bot_id")
+            rows = cur.all(
+                accounts, f"SELECT {_ACCOUNT_COLS} FROM accounts ORDER BY last_used_at DESC, bot_id"
+            )
         return [_account(r) for r in rows]
 
     def set_account_state(self, bot_id: str, state: AccountState | str) -> None:
@@ -322,9 +322,7 @@ class Store:
     def touch_account(self, bot_id: str) -> None:
         with self._write() as conn:
             conn.execute(
-                update(accounts)
-                .where(accounts.c.bot_id == bot_id)
-                .values(last_used_at=self._now())
+                update(accounts).where(accounts.c.bot_id == bot_id).values(last_used_at=self._now())
             )
 
     def local_tokens(self, limit: int = 10) -> list[str]:
@@ -385,9 +383,11 @@ class Store:
 
     def get_pending_login(self) -> PendingLogin | None:
         with self._read() as conn:
-            row = conn.execute(
-                select(pending_login).where(pending_login.c.id == 1)
-            ).mappings().first()
+            row = (
+                conn.execute(select(pending_login).where(pending_login.c.id == 1))
+                .mappings()
+                .first()
+            )
         if row is None:
             return None
         return PendingLogin(
@@ -440,17 +440,34 @@ class Store:
                     "INSERT INTO inbox (bot_id, message_id, user_id, context_token, raw, "
                     "created_at, received_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 0) "
                     "ON CONFLICT (bot_id, message_id) DO NOTHING RETURNING id",
-                    (bot_id, record.message_id, record.user_id, record.context_token or None,
-                     dump_json(raw), self._lane.ts(created), stamp),
+                    (
+                        bot_id,
+                        record.message_id,
+                        record.user_id,
+                        record.context_token or None,
+                        dump_json(raw),
+                        self._lane.ts(created),
+                        stamp,
+                    ),
                 )
                 if new_id is None:
                     continue  # seen before (a replay, or a duplicate within the batch)
-                inserted.append(InboxRow(
-                    id=int(new_id), bot_id=bot_id, message_id=record.message_id,
-                    user_id=record.user_id, context_token=record.context_token or None,
-                    raw=raw, created_at=created, received_at=now, handled_at=None,
-                    attempts=0, last_error=None, dead_at=None,
-                ))
+                inserted.append(
+                    InboxRow(
+                        id=int(new_id),
+                        bot_id=bot_id,
+                        message_id=record.message_id,
+                        user_id=record.user_id,
+                        context_token=record.context_token or None,
+                        raw=raw,
+                        created_at=created,
+                        received_at=now,
+                        handled_at=None,
+                        attempts=0,
+                        last_error=None,
+                        dead_at=None,
+                    )
+                )
                 if not record.is_user:
                     continue
                 inbound_at = min(created or now, now)
@@ -462,8 +479,9 @@ class Store:
             # Sorted, so that concurrent writers lock peer rows in one order (PostgreSQL).
             for user_id in sorted(latest):
                 token, inbound_at = latest[user_id]
-                cur.execute(_TOUCH_PEER, (bot_id, user_id, token, self._lane.ts(inbound_at),
-                                          stamp, stamp))
+                cur.execute(
+                    _TOUCH_PEER, (bot_id, user_id, token, self._lane.ts(inbound_at), stamp, stamp)
+                )
             if new_cursor:
                 cur.execute(
                     "INSERT INTO cursors (bot_id, cursor, updated_at) VALUES (?, ?, ?) "
@@ -512,9 +530,7 @@ class Store:
             if result.rowcount == 0:
                 raise NotFoundError(f"no inbox row {inbox_id}")
 
-    def record_handler_failure(
-        self, inbox_id: int, error: str, *, max_attempts: int
-    ) -> InboxRow:
+    def record_handler_failure(self, inbox_id: int, error: str, *, max_attempts: int) -> InboxRow:
         """attempts += 1, keep the error; the row is dead once attempts >= max_attempts."""
         now = self._now()
         with self._write() as conn:
@@ -539,9 +555,7 @@ class Store:
                 conn.execute(select(inbox).where(inbox.c.id == inbox_id)).mappings().one()
             )
         if row.dead:
-            log.warning(
-                "inbox_dead", bot_id=row.bot_id, inbox_id=inbox_id, attempts=row.attempts
-            )
+            log.warning("inbox_dead", bot_id=row.bot_id, inbox_id=inbox_id, attempts=row.attempts)
         return row
 
     def dead_inbox(self, bot_id: str) -> list[InboxRow]:
@@ -557,8 +571,11 @@ class Store:
 
     def get_peer(self, bot_id: str, user_id: str) -> Peer | None:
         with self._lane.read() as cur:
-            row = cur.one(peers, f"SELECT {_PEER_COLS} FROM peers "
-                                 "WHERE bot_id = ? AND user_id = ?", (bot_id, user_id))
+            row = cur.one(
+                peers,
+                f"SELECT {_PEER_COLS} FROM peers WHERE bot_id = ? AND user_id = ?",
+                (bot_id, user_id),
+            )
         return _peer(row) if row is not None else None
 
     def list_peers(self, bot_id: str) -> list[Peer]:
@@ -578,9 +595,7 @@ class Store:
             self._require_account(conn, bot_id)
             if alias is not None:
                 owner = conn.execute(
-                    select(peers.c.user_id).where(
-                        peers.c.bot_id == bot_id, peers.c.alias == alias
-                    )
+                    select(peers.c.user_id).where(peers.c.bot_id == bot_id, peers.c.alias == alias)
                 ).scalar_one_or_none()
                 if owner is not None and owner != user_id:
                     raise InvalidTransitionError(
@@ -597,8 +612,9 @@ class Store:
 
     def resolve_alias(self, bot_id: str, alias: str) -> str | None:
         with self._lane.read() as cur:
-            value = cur.scalar("SELECT user_id FROM peers WHERE bot_id = ? AND alias = ?",
-                               (bot_id, alias))
+            value = cur.scalar(
+                "SELECT user_id FROM peers WHERE bot_id = ? AND alias = ?", (bot_id, alias)
+            )
         return str(value) if value is not None else None
 
     # ------------------------------------------------------------------ outbox
@@ -619,8 +635,16 @@ class Store:
         already exists for the account returns the existing row untouched, so a handler re-run
         after a crash does not send twice. ``state`` is ``pending`` or ``held``.
         """
-        rows, _ = self._enqueue(bot_id, user_id, items, client_ids=client_ids, state=state,
-                                group=group, claim_lease_seconds=None, nowait=False)
+        rows, _ = self._enqueue(
+            bot_id,
+            user_id,
+            items,
+            client_ids=client_ids,
+            state=state,
+            group=group,
+            claim_lease_seconds=None,
+            nowait=False,
+        )
         return rows
 
     def enqueue_claimed(
@@ -641,9 +665,16 @@ class Store:
         are then ``pending`` behind them) and never holds a row that existed before.
         ``nowait``: raise :class:`StoreBusy` instead of waiting for SQLite's write lock.
         """
-        return self._enqueue(bot_id, user_id, items, client_ids=client_ids,
-                             state=OutboxState.PENDING, group=None,
-                             claim_lease_seconds=lease_seconds, nowait=nowait)
+        return self._enqueue(
+            bot_id,
+            user_id,
+            items,
+            client_ids=client_ids,
+            state=OutboxState.PENDING,
+            group=None,
+            claim_lease_seconds=lease_seconds,
+            nowait=nowait,
+        )
 
     def _enqueue(
         self,
@@ -681,8 +712,14 @@ class Store:
                 "SELECT EXISTS (SELECT 1 FROM accounts WHERE bot_id = ?), "
                 "EXISTS (SELECT 1 FROM outbox WHERE bot_id = ? AND user_id = ? "
                 "AND state IN (?, ?, ?))",
-                (bot_id, bot_id, user_id, OutboxState.PENDING.value,
-                 OutboxState.SENDING.value, OutboxState.HELD.value),
+                (
+                    bot_id,
+                    bot_id,
+                    user_id,
+                    OutboxState.PENDING.value,
+                    OutboxState.SENDING.value,
+                    OutboxState.HELD.value,
+                ),
             )
             if not known:
                 raise UnknownAccountError(f"unknown account {bot_id!r}")
@@ -703,18 +740,41 @@ class Store:
                         "attempts, claimed_until, seq, group_key, created_at, updated_at) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (bot_id, client_id) DO NOTHING RETURNING id",
-                        (bot_id, user_id, client_id, payload_json, new_state.value, attempts,
-                         until, seq, group, stamp, stamp),
+                        (
+                            bot_id,
+                            user_id,
+                            client_id,
+                            payload_json,
+                            new_state.value,
+                            attempts,
+                            until,
+                            seq,
+                            group,
+                            stamp,
+                            stamp,
+                        ),
                     )
                     if new_id is not None:
                         # The row is exactly what was just written.
-                        rows.append(OutboxRow(
-                            id=int(new_id), bot_id=bot_id, user_id=user_id,
-                            client_id=client_id, payload=payload, state=new_state,
-                            attempts=attempts, last_error=None, message_id=None, seq=seq,
-                            group=group, created_at=now, updated_at=now, sent_at=None,
-                            claimed_until=claimed_until,
-                        ))
+                        rows.append(
+                            OutboxRow(
+                                id=int(new_id),
+                                bot_id=bot_id,
+                                user_id=user_id,
+                                client_id=client_id,
+                                payload=payload,
+                                state=new_state,
+                                attempts=attempts,
+                                last_error=None,
+                                message_id=None,
+                                seq=seq,
+                                group=group,
+                                created_at=now,
+                                updated_at=now,
+                                sent_at=None,
+                                claimed_until=claimed_until,
+                            )
+                        )
                         inserted.add(int(new_id))
                         break
                     if given is None:
@@ -789,8 +849,9 @@ class Store:
                 # above sees the previous claimer's committed rows: per-user order stays strict
                 # with several sender processes. SKIP LOCKED still keeps a claim from waiting
                 # on rows another transaction (mark_*, retry, release) holds.
-                conn.exec_driver_sql(self._lane.sql(_PG_ACCOUNT_LOCK),
-                                     (_PG_CLAIM_LOCK_NAMESPACE, bot_id))
+                conn.exec_driver_sql(
+                    self._lane.sql(_PG_ACCOUNT_LOCK), (_PG_CLAIM_LOCK_NAMESPACE, bot_id)
+                )
             candidates = conn.execute(query).all()
             if not candidates:
                 return []
@@ -838,26 +899,36 @@ class Store:
                     "UPDATE outbox SET state = ?, message_id = ?, last_error = NULL, "
                     "claimed_until = NULL, sent_at = ?, updated_at = ? "
                     f"WHERE id = ? AND state <> ? RETURNING {_OUTBOX_COLS}",
-                    (OutboxState.SENT.value, message_id or None, stamp, stamp, outbox_id,
-                     OutboxState.SENT.value),
+                    (
+                        OutboxState.SENT.value,
+                        message_id or None,
+                        stamp,
+                        stamp,
+                        outbox_id,
+                        OutboxState.SENT.value,
+                    ),
                 )
                 if updated is not None:
                     row = _outbox_row(updated)
                     cur.execute(
                         "UPDATE peers SET sent_since_inbound = sent_since_inbound + 1 "
-                        "WHERE bot_id = ? AND user_id = ?", (row.bot_id, row.user_id),
+                        "WHERE bot_id = ? AND user_id = ?",
+                        (row.bot_id, row.user_id),
                     )
                     out.append(row)
                     continue
                 # Missing, or already sent: a sent row is never re-counted.
-                found = cur.one(outbox, f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?{lock}",
-                                (outbox_id,))
+                found = cur.one(
+                    outbox, f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?{lock}", (outbox_id,)
+                )
                 if found is None:
                     raise NotFoundError(f"no outbox row {outbox_id}")
                 row = _outbox_row(found)
                 if message_id and not row.message_id:  # a late id for a sent row
-                    cur.execute("UPDATE outbox SET message_id = ?, updated_at = ? "
-                                "WHERE id = ?", (message_id, stamp, outbox_id))
+                    cur.execute(
+                        "UPDATE outbox SET message_id = ?, updated_at = ? WHERE id = ?",
+                        (message_id, stamp, outbox_id),
+                    )
                     row = replace(row, message_id=message_id, updated_at=now)
                 out.append(row)
         return out
@@ -993,8 +1064,7 @@ class Store:
 
     def get_outbox(self, outbox_id: int) -> OutboxRow | None:
         with self._lane.read() as cur:
-            row = cur.one(outbox, f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?",
-                          (outbox_id,))
+            row = cur.one(outbox, f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?", (outbox_id,))
         return _outbox_row(row) if row is not None else None
 
     def retry_outbox(self, outbox_id: int) -> OutboxRow:
@@ -1120,8 +1190,10 @@ class Store:
     def lease_holder(self, bot_id: str) -> str | None:
         """The current holder, or None if the lease is free or expired."""
         with self._lane.read() as cur:
-            value = cur.scalar("SELECT owner FROM leases WHERE bot_id = ? AND expires_at >= ?",
-                               (bot_id, self._lane.ts(self._now())))
+            value = cur.scalar(
+                "SELECT owner FROM leases WHERE bot_id = ? AND expires_at >= ?",
+                (bot_id, self._lane.ts(self._now())),
+            )
         return str(value) if value is not None else None
 
 

@@ -6,12 +6,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-
-from bot.config import Config
-from bot.service import Service
-from bot.testing import no_real_waiting, sandbox_login
-from ilink.sandbox import Sandbox
-from store import Store
+from ilinkbot.bot.config import Config
+from ilinkbot.bot.service import Service
+from ilinkbot.bot.testing import no_real_waiting, sandbox_login
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.store import Store
 
 OWNER = "owner@im.wechat"
 

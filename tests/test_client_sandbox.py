@@ -8,9 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-
-from ilink import IlinkClient, ReplyWindowClosed, SessionExpired
-from ilink.sandbox import Sandbox, SandboxServer
+from ilinkbot.ilink import IlinkClient, ReplyWindowClosed, SessionExpired
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
 OWNER = "owner@im.wechat"
 

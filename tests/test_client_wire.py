@@ -8,8 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from ilink import (
+from ilinkbot.ilink import (
     ApiError,
     HttpStatusError,
     IlinkClient,
@@ -18,7 +17,7 @@ from ilink import (
     SessionExpired,
     TransportError,
 )
-from ilink.models import MessageItemType, WeixinMessage
+from ilinkbot.ilink.models import MessageItemType, WeixinMessage
 
 BASE = "https://ilink.example/api"
 

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from bot.config import Config, ConfigError, load_config
+from ilinkbot.bot.config import Config, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = [f.name for f in dataclasses.fields(Config) if f.name not in ("home", "config_path")]
@@ -66,7 +65,7 @@ def test_cli_reports_bad_config_in_one_line_with_exit_2(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"reply_quota": 0}')
     env = {**os.environ, "ILINKBOT_HOME": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "send", "hi"],
+        [sys.executable, "-m", "ilinkbot.bot.cli", "send", "hi"],
         env=env,
         capture_output=True,
         text=True,

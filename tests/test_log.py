@@ -6,7 +6,7 @@ import io
 import json
 import secrets
 
-from ilink.log import MASK, configure_logging, get_logger, redact, register_secret
+from ilinkbot.ilink.log import MASK, configure_logging, get_logger, redact, register_secret
 
 
 def test_masks_by_key_value_and_shape_in_json_lines() -> None:

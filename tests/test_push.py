@@ -5,13 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from bot.errors import NoContextError
-from bot.outbox import Outbox
-from bot.push import PushRequest, push
-from bot.service import Service
-from ilink.sandbox import Sandbox
-from store import Store
+from ilinkbot.bot.errors import NoContextError
+from ilinkbot.bot.outbox import Outbox
+from ilinkbot.bot.push import PushRequest, push
+from ilinkbot.bot.service import Service
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.store import Store
 
 from .conftest import OWNER
 
@@ -150,7 +149,7 @@ async def test_poller_lease_means_no_getupdates(
 async def test_digest_merges_held_pushes(
     sb: Sandbox, config: object, store: Store, account: object
 ) -> None:
-    from bot.testing import no_real_waiting
+    from ilinkbot.bot.testing import no_real_waiting
 
     cfg = config.with_overrides(held_digest=True, reply_quota=1)  # type: ignore[attr-defined]
     svc = Service(cfg, store=store, transport=sb.transport())

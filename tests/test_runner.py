@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from ilinkbot.bot.config import Config
+from ilinkbot.bot.exitcodes import Exit
+from ilinkbot.bot.runner import Runner
+from ilinkbot.bot.testing import no_real_waiting, sandbox_login
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.store import Store
 
-from bot import Bot, filters
-from bot.config import Config
-from bot.exitcodes import Exit
-from bot.runner import Runner
-from bot.testing import no_real_waiting, sandbox_login
-from ilink.sandbox import Sandbox
-from store import Store
+from ilinkbot import Bot, filters
 
 from .conftest import OWNER
 
@@ -90,8 +90,8 @@ async def test_message_seen_before_is_not_handled_twice(
     runner.request_stop()
     await task
     # the same message again from the server (e.g. an old cursor) is ignored
-    from bot.inbound import inbound_record
-    from ilink import WeixinMessage
+    from ilinkbot.bot.inbound import inbound_record
+    from ilinkbot.ilink import WeixinMessage
 
     rec = inbound_record(WeixinMessage.from_dict(said))
     assert store.record_batch(account.bot_id, [rec], "") == []
@@ -136,7 +136,7 @@ async def test_failing_handler_goes_to_error_handler_then_dead_letter(
 
     env = {**os.environ, "ILINKBOT_HOME": str(config.home), "ILINKBOT_BASE_URL": sb.api_base}
     out = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "status", "--json"],
+        [sys.executable, "-m", "ilinkbot.bot.cli", "status", "--json"],
         env=env,
         capture_output=True,
         text=True,

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
+from ilinkbot.store import Store
 
-from ilink.sandbox import Sandbox, SandboxServer
-from store import Store
 from tests.processes import env_for, login, start_runner, wait_until, write_config
 from tests.store.conftest import pg_url  # noqa: F401  (fixture)
 
@@ -102,7 +102,9 @@ def test_sigterm_lets_a_slow_handler_finish(
 @pytest.mark.pg
 @pytest.mark.slow
 def test_two_runners_on_postgresql_failover(
-    server: tuple[Sandbox, SandboxServer], tmp_path: Path, pg_url: str  # noqa: F811
+    server: tuple[Sandbox, SandboxServer],
+    tmp_path: Path,
+    pg_url: str,  # noqa: F811
 ) -> None:
     sb, srv = server
     home = tmp_path / "home"

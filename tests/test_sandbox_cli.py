@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_ilinkbot_sandbox_prints_its_urls_serves_and_stops_cleanly(tmp_path: Path) -> None:
     env = {**os.environ, "ILINKBOT_HOME": str(tmp_path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "sandbox", "--port", "0", "--quota", "2"],
+        [sys.executable, "-m", "ilinkbot.bot.cli", "sandbox", "--port", "0", "--quota", "2"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -43,7 +43,7 @@ def test_ilinkbot_sandbox_prints_its_urls_serves_and_stops_cleanly(tmp_path: Pat
                 time.sleep(0.1)
         assert state["config"]["quota"] == 2
         # a stale token is refused with -14, as the real server does
-        from ilink.wire import client_version, dumps, new_uin
+        from ilinkbot.ilink.wire import client_version, dumps, new_uin
 
         body = dumps(
             {

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from ilink.sandbox import Sandbox, SandboxServer
-from store import Store
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
+from ilinkbot.store import Store
 
 from .processes import env_for, login, start_runner, wait_until, write_config
 
@@ -37,7 +36,7 @@ def cli(
     env: dict[str, str], *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
+        [sys.executable, "-m", "ilinkbot.bot.cli", *args],
         env=env,
         input=stdin,
         capture_output=True,

@@ -20,7 +20,7 @@ def test_echo_bot_in_the_sandbox_answers_text_images_and_files(tmp_path: Path) -
     env = {**os.environ, "ILINKBOT_HOME": str(tmp_path / "home")}
     lines = f"hello\n/help\n/image {png}\n/file {doc}\nlast words\n"
     proc = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "run", "examples/echo.py", "--sandbox"],
+        [sys.executable, "-m", "ilinkbot.bot.cli", "run", "examples/echo.py", "--sandbox"],
         input=lines,
         env=env,
         capture_output=True,
@@ -48,7 +48,7 @@ def test_echo_bot_in_the_sandbox_answers_text_images_and_files(tmp_path: Path) -
 def test_run_accepts_module_attr_and_examples_load(tmp_path: Path) -> None:
     env = {**os.environ, "ILINKBOT_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "run", "tests.bots.echo_bot:bot", "--sandbox"],
+        [sys.executable, "-m", "ilinkbot.bot.cli", "run", "tests.bots.echo_bot:bot", "--sandbox"],
         input="ping\n",
         env=env,
         capture_output=True,
@@ -58,8 +58,8 @@ def test_run_accepts_module_attr_and_examples_load(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "bot › echo: ping" in proc.stdout
-    from bot.app import Bot
-    from bot.loader import load_bot
+    from ilinkbot.bot.app import Bot
+    from ilinkbot.bot.loader import load_bot
 
     reminder = load_bot(str(ROOT / "examples" / "reminder.py"))
     assert isinstance(reminder, Bot) and [j.cron for j in reminder.jobs] == ["0 9 * * *"]
@@ -68,7 +68,7 @@ def test_run_accepts_module_attr_and_examples_load(tmp_path: Path) -> None:
 def test_run_without_account_is_a_clear_error_not_a_qr(tmp_path: Path) -> None:
     env = {**os.environ, "ILINKBOT_HOME": str(tmp_path), "ILINKBOT_BASE_URL": "http://127.0.0.1:9"}
     proc = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "run", "examples/echo.py"],
+        [sys.executable, "-m", "ilinkbot.bot.cli", "run", "examples/echo.py"],
         env=env,
         capture_output=True,
         text=True,

@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot import Bot, spool
-from bot.config import Config
-from bot.runner import Runner
-from bot.serve import Gateway, create_app
-from ilink.sandbox import Sandbox
-from store import Store
+from ilinkbot.bot import Bot, spool
+from ilinkbot.bot.config import Config
+from ilinkbot.bot.runner import Runner
+from ilinkbot.bot.serve import Gateway, create_app
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.store import Store
 
 from .conftest import OWNER
 
@@ -65,8 +65,9 @@ async def test_serve_sweeps_when_it_starts(
 ) -> None:
     orphan = spool.keep(config.home, b"left over from last week", "old.png")
     _age(orphan)
-    gateway = Gateway(config, token="ilk_test-token-0123456789abcdef", store=store,
-                      transport=sb.transport())
+    gateway = Gateway(
+        config, token="ilk_test-token-0123456789abcdef", store=store, transport=sb.transport()
+    )
     app = create_app(gateway)
     async with app.router.lifespan_context(app):
         await _until(lambda: not orphan.exists())

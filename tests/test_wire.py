@@ -3,8 +3,7 @@
 import json
 
 import pytest
-
-from ilink.wire import (
+from ilinkbot.ilink.wire import (
     account_id_candidates,
     client_version,
     dumps,

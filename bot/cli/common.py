@@ -41,7 +41,7 @@ class App:
 
     @cached_property
     def store(self) -> Any:
-        from store import Store
+        from ilinkbot.store import Store
 
         st = Store.open(self.config.database_url, home=self.config.home)
         self._closers.append(st.close)
@@ -72,8 +72,13 @@ class App:
 
     # ---- accounts -------------------------------------------------------------------
 
-    def account(self, wanted: str | None = None, *, for_users: list[str] | None = None,
-                active_only: bool = True) -> Any:
+    def account(
+        self,
+        wanted: str | None = None,
+        *,
+        for_users: list[str] | None = None,
+        active_only: bool = True,
+    ) -> Any:
         """The account named by ``--account`` (raw or normalised id), else the default."""
         from ..accounts import choose_account
 

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ilink.client import IlinkClient
-from ilink.errors import ApiError, IlinkError, SessionExpired
+from ilinkbot.ilink.client import IlinkClient
+from ilinkbot.ilink.errors import ApiError, IlinkError, SessionExpired
 
 from ..accounts import find_account
 from ..exitcodes import Exit
@@ -58,15 +58,25 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
             "confirmed on the phone. Stores the bot token and the owner (who scanned)."
         ),
     )
-    p.add_argument("--png", metavar="PATH", help=f"where to write the QR PNG (default: "
-                   f"$ILINKBOT_HOME/{PNG_NAME})")
-    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
-                   help="give up after this long (default: 480)")
+    p.add_argument(
+        "--png",
+        metavar="PATH",
+        help=f"where to write the QR PNG (default: $ILINKBOT_HOME/{PNG_NAME})",
+    )
+    p.add_argument(
+        "--timeout", type=_seconds, metavar="SECONDS", help="give up after this long (default: 480)"
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--no-wait", action="store_true",
-                      help="show and save the QR code, record a pending login and exit")
-    mode.add_argument("--resume", action="store_true",
-                      help="continue the pending login of `login --no-wait` (within 5 min)")
+    mode.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="show and save the QR code, record a pending login and exit",
+    )
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the pending login of `login --no-wait` (within 5 min)",
+    )
     p.set_defaults(func=cmd_login)
 
     s = sub.add_parser(
@@ -76,8 +86,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Every account with its state and owner, and its known users.",
     )
     s.add_argument("--account", metavar="ID", help="only this account (raw or normalised id)")
-    s.add_argument("--check", action="store_true",
-                   help="verify each token with one light server call")
+    s.add_argument(
+        "--check", action="store_true", help="verify each token with one light server call"
+    )
     s.set_defaults(func=cmd_status)
 
     o = sub.add_parser(
@@ -309,9 +320,7 @@ def cmd_login(app: App) -> int:
     return _login_done(app, result)
 
 
-async def _login(
-    app: App, ui: _LoginUi, *, timeout: float, resume: QrTicket | None
-) -> LoginResult:
+async def _login(app: App, ui: _LoginUi, *, timeout: float, resume: QrTicket | None) -> LoginResult:
     async with _client(app) as client:
         return await run_login(
             client,
@@ -346,8 +355,7 @@ async def _login_no_wait(app: App, png_path: Path) -> int:
             ),
             "next": "ilinkbot login --resume",
         },
-        f"Login pending. After scanning, run `ilinkbot login --resume` "
-        f"within {minutes} minutes.",
+        f"Login pending. After scanning, run `ilinkbot login --resume` within {minutes} minutes.",
     )
     return Exit.OK
 
@@ -377,8 +385,7 @@ def _login_done(app: App, result: LoginResult) -> int:
             "owner": account.owner_user_id if account else result.owner,
         },
         "Already connected: this bot is bound to this installation; "
-        "the stored credentials stay in use"
-        + (f" (bot {account.bot_id})." if account else "."),
+        "the stored credentials stay in use" + (f" (bot {account.bot_id})." if account else "."),
     )
     return Exit.OK
 
@@ -402,9 +409,7 @@ def _login_failed(app: App, ui: _LoginUi, exc: LoginFailed) -> int:
 
 def _peer_info(app: App, peer: Any, now: datetime) -> dict[str, Any]:
     cfg = app.config
-    ws = window_state(
-        peer, quota=cfg.reply_quota, window_seconds=cfg.reply_window_seconds, now=now
-    )
+    ws = window_state(peer, quota=cfg.reply_quota, window_seconds=cfg.reply_window_seconds, now=now)
     token_age = None
     if peer.context_token and peer.last_inbound_at is not None:
         token_age = round((now - peer.last_inbound_at).total_seconds())
@@ -542,8 +547,7 @@ def _status_lines(item: dict[str, Any], now: datetime) -> list[str]:
             continue
         age = _age(u["context_token_age_seconds"])
         if u["window_open"]:
-            window = (f"{u['window_messages_left']} messages, "
-                      f"{_age(u['window_seconds_left'])} left")
+            window = f"{u['window_messages_left']} messages, {_age(u['window_seconds_left'])} left"
         else:
             window = f"closed ({u['window_reason']})"
         lines.append(f"  {name}: context token {age} old; reply window {window}")
@@ -583,9 +587,7 @@ def cmd_logout(app: App) -> int:
             app.fail("no account is logged in; nothing to log out", Exit.NO_ACCOUNT)
         if len(candidates) > 1:
             names = ", ".join(a.bot_id for a in candidates)
-            app.fail(
-                f"several accounts ({names}); choose one with --account", Exit.NO_ACCOUNT
-            )
+            app.fail(f"several accounts ({names}); choose one with --account", Exit.NO_ACCOUNT)
         acc = candidates[0]
     if str(acc.state) == "logged_out":
         app.emit(
@@ -599,8 +601,11 @@ def cmd_logout(app: App) -> int:
             "deleted; messages and users are kept. Logging in again needs a new QR scan."
         )
         if not _confirm(app, question):
-            app.fail("logout cancelled; nothing changed (use --yes to skip the question)",
-                     Exit.USAGE, status="cancelled")
+            app.fail(
+                "logout cancelled; nothing changed (use --yes to skip the question)",
+                Exit.USAGE,
+                status="cancelled",
+            )
     store.logout(acc.bot_id)
     app.emit(
         {"ok": True, "status": "logged_out", "account": acc.bot_id, "changed": True},

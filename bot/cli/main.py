@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ilink import IlinkError, SessionExpired, __version__
-from ilink.log import configure_logging, get_logger
+from ilinkbot.ilink import IlinkError, SessionExpired, __version__
+from ilinkbot.ilink.log import configure_logging, get_logger
 
 from ..config import LOG_LEVELS, ConfigError
 from ..errors import BotError
@@ -23,15 +23,15 @@ __all__ = ["build_parser", "main"]
 # of the command being run is imported (all of them for --help): a cron `ilinkbot send`
 # does not pay for the QR, web or sandbox code.
 _COMMAND_MODULES = {
-    "sandbox": "bot.cli.sandbox_cmd",
-    "login": "bot.cli.login_cmd",
-    "status": "bot.cli.login_cmd",
-    "logout": "bot.cli.login_cmd",
-    "send": "bot.cli.send_cmd",
-    "outbox": "bot.cli.send_cmd",
-    "run": "bot.cli.run_cmd",
-    "serve": "bot.cli.serve_cmd",
-    "users": "bot.cli.users_cmd",
+    "sandbox": "ilinkbot.bot.cli.sandbox_cmd",
+    "login": "ilinkbot.bot.cli.login_cmd",
+    "status": "ilinkbot.bot.cli.login_cmd",
+    "logout": "ilinkbot.bot.cli.login_cmd",
+    "send": "ilinkbot.bot.cli.send_cmd",
+    "outbox": "ilinkbot.bot.cli.send_cmd",
+    "run": "ilinkbot.bot.cli.run_cmd",
+    "serve": "ilinkbot.bot.cli.serve_cmd",
+    "users": "ilinkbot.bot.cli.users_cmd",
 }
 
 

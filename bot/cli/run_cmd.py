@@ -13,15 +13,24 @@ __all__ = ["register"]
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "run", parents=[common], help="run a bot (module:bot or path/to/bot.py)",
+        "run",
+        parents=[common],
+        help="run a bot (module:bot or path/to/bot.py)",
         description="Poll every active account (or those given) and dispatch messages to "
         "the bot's handlers. Stops cleanly on SIGINT/SIGTERM. Never starts a QR login.",
     )
     p.add_argument("bot", help="module:attr, module, path/to/bot.py or path/to/bot.py:attr")
-    p.add_argument("--account", action="append", metavar="ID",
-                   help="only these accounts (repeatable; default: every active account)")
-    p.add_argument("--sandbox", action="store_true",
-                   help="run against the built-in sandbox and chat with the bot here")
+    p.add_argument(
+        "--account",
+        action="append",
+        metavar="ID",
+        help="only these accounts (repeatable; default: every active account)",
+    )
+    p.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="run against the built-in sandbox and chat with the bot here",
+    )
     p.set_defaults(func=run)
 
 
@@ -32,7 +41,7 @@ def run(app: App) -> int:
     if bot._config is None or app.args.config:
         bot.configure(app.config)
     if app.args.sandbox:
-        from ilink.log import configure_logging
+        from ilinkbot.ilink.log import configure_logging
 
         from ..simulator import run_in_sandbox
 

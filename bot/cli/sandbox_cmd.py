@@ -25,7 +25,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(app: App) -> int:
-    from ilink.sandbox import run_server
+    from ilinkbot.ilink.sandbox import run_server
 
     a = app.args
     run_server(host=a.host, port=a.port, quota=a.quota, window_seconds=a.window)

@@ -40,12 +40,18 @@ def exit_code_for(result: SendResult) -> Exit:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "send", parents=[common], help="push a message to WeChat",
+        "send",
+        parents=[common],
+        help="push a message to WeChat",
         description="Send text (or stdin) and/or one file. Exit code says what happened.",
     )
     p.add_argument("text", nargs="?", help="the message; '-' or nothing reads stdin")
-    p.add_argument("--to", action="append", metavar="USER",
-                   help="recipient user id or alias (repeatable; default: the owner)")
+    p.add_argument(
+        "--to",
+        action="append",
+        metavar="USER",
+        help="recipient user id or alias (repeatable; default: the owner)",
+    )
     p.add_argument("-t", "--title", help="a first line for the message")
     p.add_argument("--account", metavar="ID", help="bot account (raw or normalised id)")
     media = p.add_mutually_exclusive_group()
@@ -56,11 +62,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run_send)
 
     o = sub.add_parser(
-        "outbox", parents=[common], help="list, retry or drop stored outgoing messages",
+        "outbox",
+        parents=[common],
+        help="list, retry or drop stored outgoing messages",
         description="Without an action: list outbox rows.",
     )
-    o.add_argument("--state", help="only rows in this state (pending, sending, sent, held, "
-                   "unconfirmed, failed, dead)")
+    o.add_argument(
+        "--state",
+        help="only rows in this state (pending, sending, sent, held, unconfirmed, failed, dead)",
+    )
     o.add_argument("--account", metavar="ID")
     o.add_argument("--limit", type=int, default=50)
     acts = o.add_subparsers(dest="action", metavar="ACTION")
@@ -86,8 +96,9 @@ def run_send(app: App) -> int:
     a = app.args
     text = _read_text(app)
     try:
-        request = PushRequest(text, title=a.title, image=a.image, file=a.file, video=a.video,
-                              caption=a.caption)
+        request = PushRequest(
+            text, title=a.title, image=a.image, file=a.file, video=a.video, caption=a.caption
+        )
     except ValueError as exc:
         app.fail(str(exc), Exit.USAGE)
     for path in (a.image, a.file, a.video):
@@ -125,8 +136,10 @@ def _progress_bar() -> Any:
             return
         width = 30
         filled = int(width * done / total) if total else width
-        sys.stderr.write(f"\rupload [{'#' * filled}{'.' * (width - filled)}] "
-                         f"{done / 2**20:.1f}/{total / 2**20:.1f} MiB")
+        sys.stderr.write(
+            f"\rupload [{'#' * filled}{'.' * (width - filled)}] "
+            f"{done / 2**20:.1f}/{total / 2**20:.1f} MiB"
+        )
         if done >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -146,8 +159,10 @@ def run_outbox(app: App) -> int:
                 row = store.drop_outbox(a.id)
             except ValueError as exc:
                 app.fail(str(exc), Exit.USAGE)
-            app.emit({"ok": True, "id": row.id, "state": row.state.value},
-                     f"#{row.id} dropped (kept as dead)")
+            app.emit(
+                {"ok": True, "id": row.id, "state": row.state.value},
+                f"#{row.id} dropped (kept as dead)",
+            )
             return 0
         try:
             store.retry_outbox(a.id)
@@ -170,8 +185,10 @@ def run_outbox(app: App) -> int:
         result = asyncio.run(go())
         code = exit_code_for(result)
         m = result.messages[0]
-        app.emit({**result.to_dict(), "exit_code": int(code)},
-                 f"#{m.outbox_id} to {m.user_id}: {_STATE_WORDS.get(m.state, m.state)}")
+        app.emit(
+            {**result.to_dict(), "exit_code": int(code)},
+            f"#{m.outbox_id} to {m.user_id}: {_STATE_WORDS.get(m.state, m.state)}",
+        )
         return int(code)
 
     bot_id = app.account(a.account, active_only=False).bot_id if a.account else None
@@ -179,21 +196,30 @@ def run_outbox(app: App) -> int:
         rows = store.list_outbox(bot_id, state=a.state, limit=None)
     except ValueError:
         app.fail(f"unknown state {a.state!r}", Exit.USAGE)
-    rows = rows[-a.limit:] if a.limit > 0 else rows
+    rows = rows[-a.limit :] if a.limit > 0 else rows
     items = [
         {
-            "id": r.id, "account": r.bot_id, "to": r.user_id, "state": r.state.value,
-            "client_id": r.client_id, "attempts": r.attempts, "message_id": r.message_id,
-            "last_error": r.last_error, "created_at": r.created_at.isoformat(),
+            "id": r.id,
+            "account": r.bot_id,
+            "to": r.user_id,
+            "state": r.state.value,
+            "client_id": r.client_id,
+            "attempts": r.attempts,
+            "message_id": r.message_id,
+            "last_error": r.last_error,
+            "created_at": r.created_at.isoformat(),
             "preview": _preview(r.payload),
         }
         for r in rows
     ]
-    human = "\n".join(
-        f"#{i['id']:<5} {i['state']:<11} {i['to']:<28} {i['preview']}"
-        + (f"  [{i['last_error']}]" if i["last_error"] else "")
-        for i in items
-    ) or "the outbox is empty"
+    human = (
+        "\n".join(
+            f"#{i['id']:<5} {i['state']:<11} {i['to']:<28} {i['preview']}"
+            + (f"  [{i['last_error']}]" if i["last_error"] else "")
+            for i in items
+        )
+        or "the outbox is empty"
+    )
     app.emit({"ok": True, "rows": items}, human)
     return 0
 

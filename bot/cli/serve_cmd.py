@@ -33,24 +33,43 @@ def _port(text: str) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "serve", parents=[common],
+        "serve",
+        parents=[common],
         help="HTTP push gateway and web login page",
         description="Serve POST /push (ntfy/Apprise style), Alertmanager/Grafana webhooks and "
         "a QR login page at /login. Every route except the page needs the token of "
         "`ilinkbot serve --show-token` (Authorization: Bearer TOKEN, or ?auth=TOKEN).",
     )
-    p.add_argument("--host", default=DEFAULT_HOST,
-                   help=f"address to listen on (default: {DEFAULT_HOST}, loopback only)")
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT,
-                   help=f"port (default: {DEFAULT_PORT}; 0 picks a free one)")
-    p.add_argument("--poll", action="store_true",
-                   help="also run the receive loop here (stores messages, releases held pushes)")
-    p.add_argument("--bot", metavar="MODULE:BOT",
-                   help="with --poll: the bot whose handlers get the messages")
-    p.add_argument("--account", action="append", metavar="ID",
-                   help="with --poll: only poll these accounts (repeatable)")
-    p.add_argument("--show-token", action="store_true",
-                   help="print the token (made now if there is none) and exit")
+    p.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default: {DEFAULT_HOST}, loopback only)",
+    )
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"port (default: {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    p.add_argument(
+        "--poll",
+        action="store_true",
+        help="also run the receive loop here (stores messages, releases held pushes)",
+    )
+    p.add_argument(
+        "--bot", metavar="MODULE:BOT", help="with --poll: the bot whose handlers get the messages"
+    )
+    p.add_argument(
+        "--account",
+        action="append",
+        metavar="ID",
+        help="with --poll: only poll these accounts (repeatable)",
+    )
+    p.add_argument(
+        "--show-token",
+        action="store_true",
+        help="print the token (made now if there is none) and exit",
+    )
     p.set_defaults(func=run_serve)
 
 
@@ -71,8 +90,7 @@ def run_serve(app: App) -> int:
     if a.show_token:
         token, created = load_or_create_token(home)
         path = token_path(home)
-        app.emit({"ok": True, "token": token, "path": str(path), "created": created},
-                 token)
+        app.emit({"ok": True, "token": token, "path": str(path), "created": created}, token)
         if not app.json:
             app.say(f"(stored in {path}, mode 0600)")
         return int(Exit.OK)
@@ -99,15 +117,19 @@ def run_serve(app: App) -> int:
         "token_created": created,
     }
     if not _is_loopback(a.host):
-        app.say(f"warning: listening on {a.host}, not loopback: anyone who can reach it and "
-                "knows the token can push; put it behind TLS (a reverse proxy)")
+        app.say(
+            f"warning: listening on {a.host}, not loopback: anyone who can reach it and "
+            "knows the token can push; put it behind TLS (a reverse proxy)"
+        )
     app.emit(info)
     if not app.json:
         app.say(f"ilinkbot serve: listening on {url}")
         app.say(f"  push:  curl -H 'Authorization: Bearer TOKEN' -d 'hello' {url}/push")
         app.say(f"  login: {url}/login?auth=TOKEN")
-        app.say("  token: `ilinkbot serve --show-token`"
-                + (" (a new one was made now)" if created else ""))
+        app.say(
+            "  token: `ilinkbot serve --show-token`"
+            + (" (a new one was made now)" if created else "")
+        )
         if a.poll:
             app.say("  receive loop: on" + (f" (bot {a.bot})" if a.bot else ""))
     return asyncio.run(_serve(app, sock, token, bot))
@@ -161,8 +183,14 @@ async def _serve(app: App, sock: socket.socket, token: str, bot: Any) -> int:
 
     gateway = Gateway(app.config, token=token, store=app.store, on_login=on_login)
     asgi = create_app(gateway)
-    config = uvicorn.Config(asgi, log_config=None, access_log=False, lifespan="on",
-                            server_header=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        asgi,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
 
     class Server(uvicorn.Server):
         # We handle SIGINT/SIGTERM ourselves (stop the poller too, exit 0).

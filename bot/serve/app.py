@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from ilinkbot.ilink import IlinkError, SessionExpired
+from ilinkbot.ilink.log import get_logger, register_secret
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-
-from ilink import IlinkError, SessionExpired
-from ilink.log import get_logger, register_secret
 
 from .. import spool
 from ..accounts import choose_account
@@ -76,8 +75,11 @@ class ApiError(Exception):
 
 def _error(status: int, message: str, **fields: Any) -> JSONResponse:
     headers = {"WWW-Authenticate": 'Bearer realm="ilinkbot"'} if status == 401 else None
-    return JSONResponse({"ok": False, "error": message, "status": status, **fields},
-                        status_code=status, headers=headers)
+    return JSONResponse(
+        {"ok": False, "error": message, "status": status, **fields},
+        status_code=status,
+        headers=headers,
+    )
 
 
 class Gateway:
@@ -103,8 +105,9 @@ class Gateway:
         self._outbox: Outbox | None = None
         self._catch_lock: asyncio.Lock | None = None
         self._last_catch: dict[str, float] = {}
-        self.login = WebLogin(lambda: self.svc, timeout=float(config.login_timeout_seconds),
-                              on_done=on_login)
+        self.login = WebLogin(
+            lambda: self.svc, timeout=float(config.login_timeout_seconds), on_done=on_login
+        )
 
     @property
     def svc(self) -> Service:
@@ -128,8 +131,9 @@ class Gateway:
     # ---- auth ------------------------------------------------------------------------------
 
     def authorized(self, request: Request) -> bool:
-        candidates = request_token(request.headers.get("authorization"),
-                                   request.query_params.get("auth"))
+        candidates = request_token(
+            request.headers.get("authorization"), request.query_params.get("auth")
+        )
         return any(token_matches(c, self.token) for c in candidates)
 
     # ---- pushing ---------------------------------------------------------------------------
@@ -141,8 +145,9 @@ class Gateway:
         if self.catch_up_seconds <= 0:
             return
         svc = self.svc
-        acc = await svc.call(choose_account, svc.store, account,
-                             for_users=[recipient] if recipient else None)
+        acc = await svc.call(
+            choose_account, svc.store, account, for_users=[recipient] if recipient else None
+        )
         if self._catch_lock is None:
             self._catch_lock = asyncio.Lock()
         loop = asyncio.get_running_loop()
@@ -159,8 +164,7 @@ class Gateway:
                 raise
             self._last_catch[acc.bot_id] = started
 
-    async def send(self, note: Notification, *, to: str | None,
-                   account: str | None) -> SendResult:
+    async def send(self, note: Notification, *, to: str | None, account: str | None) -> SendResult:
         recipient = to or note.recipient
         paths = [await self.svc.call(self._spool, a) for a in note.attachments]
         requests: list[PushRequest] = []
@@ -178,8 +182,9 @@ class Gateway:
         await self._catch_up(account, recipient)
         outcomes = []
         for req in requests:
-            result = await push(self.svc, req, to=recipient, account=account,
-                                catch_up_seconds=0, outbox=self.outbox)
+            result = await push(
+                self.svc, req, to=recipient, account=account, catch_up_seconds=0, outbox=self.outbox
+            )
             outcomes += result.messages
         return SendResult.combine(outcomes)
 
@@ -234,15 +239,22 @@ def create_app(gateway: Gateway) -> Starlette:
             try:
                 if auth and not gateway.authorized(request):
                     response: Response = _error(
-                        401, "missing or wrong token: send `Authorization: Bearer TOKEN` or "
-                        "?auth=TOKEN (see `ilinkbot serve --show-token`)")
+                        401,
+                        "missing or wrong token: send `Authorization: Bearer TOKEN` or "
+                        "?auth=TOKEN (see `ilinkbot serve --show-token`)",
+                    )
                 else:
                     response = await _answer(handler, request)
                 status = response.status_code
                 return response
             finally:
-                _log.info("http_request", method=request.method, path=request.url.path,
-                          status=status, ms=round((time.monotonic() - started) * 1000))
+                _log.info(
+                    "http_request",
+                    method=request.method,
+                    path=request.url.path,
+                    status=status,
+                    ms=round((time.monotonic() - started) * 1000),
+                )
 
         return endpoint
 
@@ -255,8 +267,13 @@ def create_app(gateway: Gateway) -> Starlette:
             # A POST may carry a file too (Filename header or a binary body).
             limit = max(MAX_TEXT_BODY, gateway.config.media_max_bytes)
         body = await _body(request, limit)
-        note = parse_push(request.method, request.headers.get("content-type"), body,
-                          request.headers, request.query_params)
+        note = parse_push(
+            request.method,
+            request.headers.get("content-type"),
+            body,
+            request.headers,
+            request.query_params,
+        )
         result = await gateway.send(note, to=alias, account=request.query_params.get("account"))
         return _result_response(result)
 
@@ -272,13 +289,16 @@ def create_app(gateway: Gateway) -> Starlette:
         return _result_response(result)
 
     async def login_page(request: Request) -> Response:
-        return HTMLResponse(LOGIN_PAGE, headers={
-            "Cache-Control": "no-store",
-            "Referrer-Policy": "no-referrer",
-            "X-Frame-Options": "DENY",
-            "Content-Security-Policy": "default-src 'none'; img-src data:; "
-            "style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'",
-        })
+        return HTMLResponse(
+            LOGIN_PAGE,
+            headers={
+                "Cache-Control": "no-store",
+                "Referrer-Policy": "no-referrer",
+                "X-Frame-Options": "DENY",
+                "Content-Security-Policy": "default-src 'none'; img-src data:; "
+                "style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'",
+            },
+        )
 
     async def login_start(request: Request) -> Response:
         body = await _body(request, 4096)
@@ -287,7 +307,7 @@ def create_app(gateway: Gateway) -> Starlette:
             try:
                 data = json.loads(body)
             except json.JSONDecodeError:
-                raise BodyError("expected a JSON object such as {\"restart\": true}") from None
+                raise BodyError('expected a JSON object such as {"restart": true}') from None
             restart = isinstance(data, dict) and data.get("restart") is True
         return JSONResponse(gateway.login.start(restart=restart))
 
@@ -299,10 +319,10 @@ def create_app(gateway: Gateway) -> Starlette:
         try:
             data = json.loads(body or b"{}")
         except json.JSONDecodeError:
-            raise BodyError("expected {\"code\": \"NUMBER\"}") from None
+            raise BodyError('expected {"code": "NUMBER"}') from None
         code = data.get("code") if isinstance(data, dict) else None
         if not isinstance(code, (str, int)) or isinstance(code, bool):
-            raise BodyError("expected {\"code\": \"NUMBER\"}")
+            raise BodyError('expected {"code": "NUMBER"}')
         try:
             return JSONResponse(gateway.login.submit_code(str(code)))
         except ValueError as exc:
@@ -345,14 +365,12 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/login/status", guarded(login_status), methods=["GET"]),
         Route("/login/code", guarded(login_code), methods=["POST"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: not_found})
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found})
     app.state.gateway = gateway
     return app
 
 
-async def _answer(handler: Callable[[Request], Awaitable[Response]],
-                  request: Request) -> Response:
+async def _answer(handler: Callable[[Request], Awaitable[Response]], request: Request) -> Response:
     """Run a route and turn every known failure into one-line error JSON."""
     try:
         return await handler(request)
@@ -365,14 +383,21 @@ async def _answer(handler: Callable[[Request], Awaitable[Response]],
     except NoContextError as exc:
         return _error(409, str(exc), reason="no_context", exit_code=int(exc.exit_code))
     except AccountError as exc:
-        return _error(_account_status(exc), str(exc),
-                      reason="session_expired" if exc.exit_code == Exit.SESSION_EXPIRED
-                      else "account", exit_code=int(exc.exit_code))
+        return _error(
+            _account_status(exc),
+            str(exc),
+            reason="session_expired" if exc.exit_code == Exit.SESSION_EXPIRED else "account",
+            exit_code=int(exc.exit_code),
+        )
     except BotError as exc:
         return _error(422, str(exc), exit_code=int(exc.exit_code))
     except SessionExpired:
-        return _error(503, "the bot session expired: log in again (`ilinkbot login` or /login)",
-                      reason="session_expired", exit_code=int(Exit.SESSION_EXPIRED))
+        return _error(
+            503,
+            "the bot session expired: log in again (`ilinkbot login` or /login)",
+            reason="session_expired",
+            exit_code=int(Exit.SESSION_EXPIRED),
+        )
     except FileNotFoundError as exc:
         return _error(422, str(exc))
     except IlinkError as exc:

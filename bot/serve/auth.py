@@ -16,7 +16,7 @@ import os
 import secrets
 from pathlib import Path
 
-from ilink.log import register_secret
+from ilinkbot.ilink.log import register_secret
 
 __all__ = ["TOKEN_FILE", "load_or_create_token", "request_token", "token_matches", "token_path"]
 

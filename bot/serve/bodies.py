@@ -36,10 +36,26 @@ MAX_ALERTS_LISTED = 20
 _TRUE = {"1", "yes", "true", "on", "y"}
 
 _TAG_EMOJI = {
-    "warning": "⚠️", "rotating_light": "🚨", "white_check_mark": "✅", "heavy_check_mark": "✔️",
-    "x": "❌", "no_entry": "⛔", "tada": "🎉", "+1": "👍", "-1": "👎", "skull": "💀",
-    "loudspeaker": "📢", "fire": "🔥", "bell": "🔔", "partying_face": "🥳", "info": "ℹ️",
-    "computer": "💻", "bug": "🐛", "rocket": "🚀", "hourglass": "⏳", "lock": "🔒",
+    "warning": "⚠️",
+    "rotating_light": "🚨",
+    "white_check_mark": "✅",
+    "heavy_check_mark": "✔️",
+    "x": "❌",
+    "no_entry": "⛔",
+    "tada": "🎉",
+    "+1": "👍",
+    "-1": "👎",
+    "skull": "💀",
+    "loudspeaker": "📢",
+    "fire": "🔥",
+    "bell": "🔔",
+    "partying_face": "🥳",
+    "info": "ℹ️",
+    "computer": "💻",
+    "bug": "🐛",
+    "rocket": "🚀",
+    "hourglass": "⏳",
+    "lock": "🔒",
 }
 
 _APPRISE_TYPE = {"success": "✅", "warning": "⚠️", "failure": "❌"}
@@ -153,9 +169,11 @@ def _compose(
     if attach_url:
         extra.append(f"Attachment: {attach_url}")
     if extra:
-        text = "\n".join([text.rstrip()] if text and text.strip() else []) + (
-            "\n\n" if text and text.strip() else ""
-        ) + "\n".join(extra)
+        text = (
+            "\n".join([text.rstrip()] if text and text.strip() else [])
+            + ("\n\n" if text and text.strip() else "")
+            + "\n".join(extra)
+        )
     if prefix:
         if title:
             title = f"{prefix} {title}"
@@ -201,9 +219,7 @@ def wechat_markdown(text: str) -> str:
             continue
         line = _IMAGE.sub("", line)
         line = _SMALL_HEADING.sub("", line)
-        line = _EMPHASIS.sub(
-            lambda m: m.group(2) if _CJK.search(m.group(2)) else m.group(0), line
-        )
+        line = _EMPHASIS.sub(lambda m: m.group(2) if _CJK.search(m.group(2)) else m.group(0), line)
         out.append(line)
     return "\n".join(out)
 
@@ -254,8 +270,19 @@ def _looks_like_json(content_type: str, body: bytes) -> bool:
     return stripped.startswith(b"{") and stripped.rstrip().endswith(b"}")
 
 
-_JSON_KEYS = {"message", "body", "text", "content", "title", "topic", "attachments", "attach",
-              "version", "type", "tags"}
+_JSON_KEYS = {
+    "message",
+    "body",
+    "text",
+    "content",
+    "title",
+    "topic",
+    "attachments",
+    "attach",
+    "version",
+    "type",
+    "tags",
+}
 
 
 def parse_push(
@@ -276,8 +303,10 @@ def parse_push(
     click = params.get("click")
 
     if ctype.startswith("multipart/"):
-        raise BodyError("multipart forms are not accepted: send the text as the body, a JSON "
-                        "object, or PUT the file's bytes")
+        raise BodyError(
+            "multipart forms are not accepted: send the text as the body, a JSON "
+            "object, or PUT the file's bytes"
+        )
     if method == "PUT" or filename is not None or _is_binary(ctype, body):
         if not body:
             raise BodyError("empty upload: PUT the file's bytes as the request body")
@@ -286,8 +315,10 @@ def parse_push(
         return Notification(text=text, title=title, attachments=(att,))
 
     if len(body) > MAX_TEXT_BODY:
-        raise BodyError(f"body too large for a text message (limit {MAX_TEXT_BODY} bytes); "
-                        "PUT files instead", 413)
+        raise BodyError(
+            f"body too large for a text message (limit {MAX_TEXT_BODY} bytes); PUT files instead",
+            413,
+        )
     if _looks_like_json(ctype, body):
         try:
             data = json.loads(body.decode("utf-8"))
@@ -298,10 +329,12 @@ def parse_push(
         if isinstance(data, dict) and (_JSON_KEYS & data.keys()):
             return _json_notification(data, params, title=title, markdown=markdown)
         if ctype in ("application/json", "text/json") and not isinstance(data, dict):
-            raise BodyError("a JSON body must be an object, e.g. {\"message\": \"...\"}")
+            raise BodyError('a JSON body must be an object, e.g. {"message": "..."}')
         if ctype in ("application/json", "text/json") and isinstance(data, dict):
-            raise BodyError("the JSON object has no message: give \"message\" (ntfy, Apprise) "
-                            "or \"body\" (Apprise API)")
+            raise BodyError(
+                'the JSON object has no message: give "message" (ntfy, Apprise) '
+                'or "body" (Apprise API)'
+            )
     try:
         text_body = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -309,18 +342,25 @@ def parse_push(
     text = text_body if text_body.strip() else message
     text, title = _compose(text, title, markdown=markdown, tags=tags, click=click)
     if not text and not title:
-        raise BodyError("nothing to send: the body is empty (write the message as the body, "
-                        "or give ?message= / a Title)")
+        raise BodyError(
+            "nothing to send: the body is empty (write the message as the body, "
+            "or give ?message= / a Title)"
+        )
     return Notification(text=text, title=title)
 
 
 def _is_binary(ctype: str, body: bytes) -> bool:
     if ctype.startswith(("image/", "video/", "audio/")) or ctype in (
-        "application/octet-stream", "application/pdf", "application/zip"
+        "application/octet-stream",
+        "application/pdf",
+        "application/zip",
     ):
         return True
-    if ctype.startswith("text/") or ctype in ("application/json", "",
-                                              "application/x-www-form-urlencoded"):
+    if ctype.startswith("text/") or ctype in (
+        "application/json",
+        "",
+        "application/x-www-form-urlencoded",
+    ):
         try:
             body.decode("utf-8")
         except UnicodeDecodeError:
@@ -349,12 +389,23 @@ def _json_notification(
         attach_url = attach.strip()  # never fetched: a link in the text
     topic = _str(data.get("topic"), "topic")
     atts = tuple(_json_attachments(data.get("attachments")))
-    text, title = _compose(message, title, markdown=markdown, tags=data.get("tags"),
-                           click=click, attach_url=attach_url, lead=lead)
+    text, title = _compose(
+        message,
+        title,
+        markdown=markdown,
+        tags=data.get("tags"),
+        click=click,
+        attach_url=attach_url,
+        lead=lead,
+    )
     if not text and not title and not atts:
         raise BodyError("nothing to send: the JSON object has no message, title or attachment")
-    return Notification(text=text, title=title, attachments=atts,
-                        recipient=topic.strip() if topic and topic.strip() else None)
+    return Notification(
+        text=text,
+        title=title,
+        attachments=atts,
+        recipient=topic.strip() if topic and topic.strip() else None,
+    )
 
 
 def _json_attachments(value: Any) -> list[Attachment]:
@@ -369,8 +420,10 @@ def _json_attachments(value: Any) -> list[Attachment]:
         raw = item.get("base64")
         if not isinstance(raw, str) or not raw:
             if item.get("url"):
-                raise BodyError(f"attachments[{i}]: only inline base64 attachments are "
-                                "accepted; links are not fetched")
+                raise BodyError(
+                    f"attachments[{i}]: only inline base64 attachments are "
+                    "accepted; links are not fetched"
+                )
             raise BodyError(f"attachments[{i}] has no base64 content")
         try:
             data = base64.b64decode(raw, validate=False)
@@ -379,8 +432,9 @@ def _json_attachments(value: Any) -> list[Attachment]:
         if not data:
             raise BodyError(f"attachments[{i}] is empty")
         ctype = _str(item.get("mimetype"), "mimetype")
-        out.append(Attachment(_safe_name(_str(item.get("filename"), "filename"), ctype),
-                              data, ctype))
+        out.append(
+            Attachment(_safe_name(_str(item.get("filename"), "filename"), ctype), data, ctype)
+        )
     return out
 
 
@@ -422,8 +476,11 @@ def _alert_lines(alert: dict[str, Any], common: dict[str, str]) -> list[str]:
     value = alert.get("valueString")
     if isinstance(value, str) and value.strip():
         lines.append(f"  value: {value.strip()}")
-    shown = {k: v for k, v in labels.items()
-             if k not in ("alertname", "__alert_rule_uid__") and common.get(k) != v}
+    shown = {
+        k: v
+        for k, v in labels.items()
+        if k not in ("alertname", "__alert_rule_uid__") and common.get(k) != v
+    }
     if shown:
         lines.append("  " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())))
     status = str(alert.get("status") or "").lower()
@@ -449,8 +506,7 @@ def alertmanager_notification(data: Any) -> Notification:
     if alerts is None and ("ruleName" in data or "evalMatches" in data):
         return _legacy_grafana(data)
     if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
-        raise BodyError("not an Alertmanager/Grafana webhook: \"alerts\" must be a list of "
-                        "objects")
+        raise BodyError('not an Alertmanager/Grafana webhook: "alerts" must be a list of objects')
     firing = [a for a in alerts if str(a.get("status", "firing")).lower() != "resolved"]
     resolved = [a for a in alerts if str(a.get("status", "")).lower() == "resolved"]
     common = _labels(data.get("commonLabels"))
@@ -460,8 +516,12 @@ def alertmanager_notification(data: Any) -> Notification:
     title = data.get("title") if isinstance(data.get("title"), str) else None
     if not title:
         count = len(firing) if status == "firing" else len(resolved)
-        name = group.get("alertname") or common.get("alertname") or (
-            _labels(alerts[0].get("labels")).get("alertname") if alerts else None) or "alerts"
+        name = (
+            group.get("alertname")
+            or common.get("alertname")
+            or (_labels(alerts[0].get("labels")).get("alertname") if alerts else None)
+            or "alerts"
+        )
         rest = " ".join(v for k, v in sorted(group.items()) if k != "alertname")
         title = f"[{status.upper()}:{count}] {name}" + (f" ({rest})" if rest else "")
     icon = "🔥" if status == "firing" else "✅"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from ilink.log import get_logger
+from ilinkbot.ilink.log import get_logger
 
 from ..app import Bot
 from ..runner import Runner
@@ -60,7 +60,10 @@ class Poller:
                 break
             if self._wake.is_set():
                 continue  # restarted on purpose: poll again right away
-            _log.info("poller_waiting", exit_code=self.last_exit,
-                      hint="log in on /login or with `ilinkbot login`")
+            _log.info(
+                "poller_waiting",
+                exit_code=self.last_exit,
+                hint="log in on /login or with `ilinkbot login`",
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), IDLE_RETRY_SECONDS)

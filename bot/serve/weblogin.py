@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import qrcode
+from ilinkbot.ilink.log import get_logger, register_secret
 from qrcode.constants import ERROR_CORRECT_M
-
-from ilink.log import get_logger, register_secret
 
 from ..login import MAX_QR_CODES, LoginEvent, LoginFailed, LoginResult, run_login
 from ..service import Service
@@ -71,12 +70,18 @@ class LoginState:
     version: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        showing_qr = self.state in ("wait", "scanned", "verify_code", "verify_code_wrong",
-                                    "checking_code")
+        showing_qr = self.state in (
+            "wait",
+            "scanned",
+            "verify_code",
+            "verify_code_wrong",
+            "checking_code",
+        )
         return {
             "ok": self.state not in ("failed",),
             "state": self.state,
-            "message": self.error if self.state == "failed" and self.error
+            "message": self.error
+            if self.state == "failed" and self.error
             else _MESSAGES.get(self.state, self.state),
             "qr_image": self.qr_image if showing_qr else None,
             "qr_url": self.qr_url if showing_qr else None,
@@ -94,8 +99,13 @@ class LoginState:
 class WebLogin:
     """At most one login at a time for this service."""
 
-    def __init__(self, svc: Callable[[], Service], *, timeout: float,
-                 on_done: Callable[[LoginResult], Any] | None = None) -> None:
+    def __init__(
+        self,
+        svc: Callable[[], Service],
+        *,
+        timeout: float,
+        on_done: Callable[[LoginResult], Any] | None = None,
+    ) -> None:
         self._svc = svc
         self.timeout = timeout
         self.on_done = on_done
@@ -155,8 +165,12 @@ class WebLogin:
     async def _on_event(self, event: LoginEvent) -> None:
         kind = event.kind
         if kind == "qr":
-            self._set("wait", qr_url=event.ticket.url, qr_image=qr_data_url(event.ticket.url),
-                      qr_number=event.ticket.number)
+            self._set(
+                "wait",
+                qr_url=event.ticket.url,
+                qr_image=qr_data_url(event.ticket.url),
+                qr_number=event.ticket.number,
+            )
         elif kind in ("scanned", "verify_code_accepted", "redirect"):
             self._set("scanned")
         elif kind == "verify_code":
@@ -180,10 +194,15 @@ class WebLogin:
         try:
             # The store is handed to the flow itself, so the credentials are saved (and older
             # accounts of the same owner retired) exactly as by `ilinkbot login`.
-            login = asyncio.create_task(run_login(
-                client, svc.store, on_event=self._on_event, read_verify_code=self._read_code,
-                timeout=self.timeout,
-            ))
+            login = asyncio.create_task(
+                run_login(
+                    client,
+                    svc.store,
+                    on_event=self._on_event,
+                    read_verify_code=self._read_code,
+                    timeout=self.timeout,
+                )
+            )
             watchdog = asyncio.create_task(self._watchdog())
             try:
                 await asyncio.wait({login, watchdog}, return_when=asyncio.FIRST_COMPLETED)
@@ -205,8 +224,7 @@ class WebLogin:
             raise
         except Exception as exc:
             _log.exception("web_login_error")
-            self._set("failed", reason="error", error=f"Login failed: {type(exc).__name__}: "
-                      f"{exc}")
+            self._set("failed", reason="error", error=f"Login failed: {type(exc).__name__}: {exc}")
 
     async def _finish(self, svc: Service, result: LoginResult) -> None:
         store = svc.store
@@ -219,8 +237,11 @@ class WebLogin:
             acc = await svc.call(find_account, store, result.bot_id) if result.bot_id else None
             if acc is not None:
                 await svc.call(store.touch_account, acc.bot_id)
-            self._set("already_bound", account=acc.bot_id if acc else result.bot_id,
-                      owner=acc.owner_user_id if acc else result.owner)
+            self._set(
+                "already_bound",
+                account=acc.bot_id if acc else result.bot_id,
+                owner=acc.owner_user_id if acc else result.owner,
+            )
         _log.info("web_login_done", status=result.status, account=self.state.account)
         if self.on_done is not None:
             outcome = self.on_done(result)

@@ -2,7 +2,7 @@
 
 ``Sandbox`` holds the state and the rules; ``sb.transport()`` serves it in-process to
 httpx, ``SandboxServer`` serves it over real HTTP in a background thread, and
-``run_server`` (``python -m ilink.sandbox``) runs it until interrupted.
+``run_server`` (``python -m ilinkbot.ilink.sandbox``) runs it until interrupted.
 """
 
 from __future__ import annotations

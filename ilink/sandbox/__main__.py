@@ -1,16 +1,16 @@
-"""``python -m ilink.sandbox --host H --port N``: serve the sandbox until SIGINT/SIGTERM."""
+"""``python -m ilinkbot.ilink.sandbox --host H --port N``: serve until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
 
-from ilink.log import configure_logging
+from ilinkbot.ilink.log import configure_logging
 
 from .server import run_server
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ilink.sandbox", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ilinkbot.ilink.sandbox", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8780, help="0 picks a free port")
     p.add_argument("--redirect-port", type=int, default=0, help="second IDC port (0 = any)")

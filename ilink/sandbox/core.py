@@ -31,9 +31,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-from ilink.log import get_logger
-from ilink.wire import dumps, encode_query_value, sanitize_bot_agent
+from ilinkbot.ilink.log import get_logger
+from ilinkbot.ilink.wire import dumps, encode_query_value, sanitize_bot_agent
 
 if TYPE_CHECKING:
     import httpx

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from bot import Bot, filters
+from ilinkbot import Bot, filters
 
 bot = Bot()
 

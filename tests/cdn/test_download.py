@@ -8,8 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from cdn import (
+from ilinkbot.cdn import (
     CdnDownloadError,
     DownloadedMedia,
     MediaKind,
@@ -20,7 +19,8 @@ from cdn import (
     download_media,
     pick_media,
 )
-from ilink.models import MessageItem, WeixinMessage
+from ilinkbot.ilink.models import MessageItem, WeixinMessage
+
 from tests.cdn.fakes import CDN, b64, ref_encrypt
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
-from cdn import MediaKind, kind_for_file_name, mime_from_file_name, sanitize_file_name
-from cdn.mime import extension_for_mime, extension_from_content_type_or_url, sniff_image_mime
+from ilinkbot.cdn import MediaKind, kind_for_file_name, mime_from_file_name, sanitize_file_name
+from ilinkbot.cdn.mime import (
+    extension_for_mime,
+    extension_from_content_type_or_url,
+    sniff_image_mime,
+)
 
 
 @pytest.mark.parametrize(

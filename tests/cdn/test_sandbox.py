@@ -12,8 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from cdn import (
+from ilinkbot.cdn import (
     CdnUploadError,
     MediaKind,
     MediaRefused,
@@ -22,10 +21,10 @@ from cdn import (
     pick_media,
     upload_media,
 )
-from ilink.client import IlinkClient, build_send_body
-from ilink.models import WeixinMessage
-from ilink.sandbox import Sandbox
-from ilink.wire import new_client_id
+from ilinkbot.ilink.client import IlinkClient, build_send_body
+from ilinkbot.ilink.models import WeixinMessage
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.ilink.wire import new_client_id
 
 USER = "alice@im.wechat"
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(5000)
@@ -192,7 +191,7 @@ async def test_cdn_refuses_auth_headers(env: Env) -> None:
         aeskey="00" * 16,
     )
     assert up_url.upload_full_url is not None
-    from cdn import encrypt
+    from ilinkbot.cdn import encrypt
 
     r = await env.client.http.post(
         up_url.upload_full_url,

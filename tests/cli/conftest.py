@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from ilink.sandbox import Sandbox, SandboxServer
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
 CLI = [sys.executable, "-c", "import sys; from bot.cli.main import main; sys.exit(main())"]
 DEFAULT_TIMEOUT = 30.0
@@ -132,9 +131,7 @@ class Cli:
         self.outputs: list[str] = []
         self._running: list[Running] = []
 
-    def run(
-        self, *args: str, input: str | None = "", timeout: float = DEFAULT_TIMEOUT
-    ) -> Result:
+    def run(self, *args: str, input: str | None = "", timeout: float = DEFAULT_TIMEOUT) -> Result:
         proc = subprocess.run(
             [*CLI, *args],
             env=self.env,

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from bot.exitcodes import Exit
-from ilink.sandbox import Sandbox, SandboxServer
-from store import InboundRecord, Store
+from ilinkbot.bot.exitcodes import Exit
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
+from ilinkbot.store import InboundRecord, Store
 
 from .conftest import Cli, qr_count, wait_qr
 
@@ -251,8 +250,12 @@ def test_no_wait_then_resume(cli: Cli, sb: Sandbox, home: Path) -> None:
     res = cli.run("--json", "login", "--resume")
     assert res.code == Exit.OK, res.stderr
     out = res.json()
-    assert out == {**out, "status": "confirmed", "account": confirmed["bot_id"],
-                   "owner": "ivy@im.wechat"}
+    assert out == {
+        **out,
+        "status": "confirmed",
+        "account": confirmed["bot_id"],
+        "owner": "ivy@im.wechat",
+    }
     with open_store(home) as st:
         assert st.get_pending_login() is None
     # Nothing left to resume.

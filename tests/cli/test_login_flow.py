@@ -6,10 +6,9 @@ import asyncio
 
 import httpx
 import pytest
-
-from bot.login import LoginEvent, LoginFailed, redirect_base, run_login
-from ilink.client import IlinkClient
-from ilink.sandbox import Sandbox
+from ilinkbot.bot.login import LoginEvent, LoginFailed, redirect_base, run_login
+from ilinkbot.ilink.client import IlinkClient
+from ilinkbot.ilink.sandbox import Sandbox
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from ilink.sandbox import Sandbox, SandboxServer
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
 
 @pytest.fixture

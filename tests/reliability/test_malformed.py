@@ -21,72 +21,109 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from bot.app import Bot
-from bot.config import Config
-from bot.inbound import _scrub
-from bot.runner import Runner
-from bot.testing import capture_logs, no_real_waiting, sandbox_login
-from ilink.sandbox import Sandbox
-from store import Store
+from ilinkbot.bot.app import Bot
+from ilinkbot.bot.config import Config
+from ilinkbot.bot.inbound import _scrub
+from ilinkbot.bot.runner import Runner
+from ilinkbot.bot.testing import capture_logs, no_real_waiting, sandbox_login
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.store import Store
 
 USER = "writer@im.wechat"
 
 # ---------------------------------------------------------------------------- strategies
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
     st.sampled_from(["\ud800", "a\udfffb"]),  # valid JSON escapes, not valid Unicode
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3),
-                            st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=8,
 )
-huge_ints = st.one_of(st.integers(min_value=2**64, max_value=2**200),
-                      st.integers(max_value=-1, min_value=-(2**200)))
-MESSAGE_FIELDS = ["seq", "message_id", "from_user_id", "to_user_id", "create_time_ms",
-                  "session_id", "message_type", "message_state", "item_list",
-                  "context_token"]
+huge_ints = st.one_of(
+    st.integers(min_value=2**64, max_value=2**200), st.integers(max_value=-1, min_value=-(2**200))
+)
+MESSAGE_FIELDS = [
+    "seq",
+    "message_id",
+    "from_user_id",
+    "to_user_id",
+    "create_time_ms",
+    "session_id",
+    "message_type",
+    "message_state",
+    "item_list",
+    "context_token",
+]
 
 
 def _good_entry(n: int) -> dict[str, Any]:
-    return {"seq": n, "message_id": 10**17 + n, "from_user_id": f"bad{n}@im.wechat",
-            "to_user_id": "x@im.bot", "create_time_ms": 1_700_000_000_000, "session_id": "s",
-            "message_type": 1, "message_state": 2,
-            "item_list": [{"type": 1, "text_item": {"text": f"bad {n}"}}],
-            "context_token": f"AARbad{n}xxxxxxxxxxxx"}
+    return {
+        "seq": n,
+        "message_id": 10**17 + n,
+        "from_user_id": f"bad{n}@im.wechat",
+        "to_user_id": "x@im.bot",
+        "create_time_ms": 1_700_000_000_000,
+        "session_id": "s",
+        "message_type": 1,
+        "message_state": 2,
+        "item_list": [{"type": 1, "text_item": {"text": f"bad {n}"}}],
+        "context_token": f"AARbad{n}xxxxxxxxxxxx",
+    }
 
 
 @st.composite
 def bad_entries(draw: st.DrawFn, n: int) -> Any:
     """One entry of ``msgs`` that a correct server would never send."""
-    kind = draw(st.sampled_from(["wrong_type", "missing", "unknown_item", "huge_int",
-                                 "not_object", "bad_items"]))
+    kind = draw(
+        st.sampled_from(
+            ["wrong_type", "missing", "unknown_item", "huge_int", "not_object", "bad_items"]
+        )
+    )
     entry = _good_entry(n)
     if kind == "wrong_type":
         for key in draw(st.lists(st.sampled_from(MESSAGE_FIELDS), min_size=1, unique=True)):
-            entry[key] = draw(json_values.filter(lambda v, k=key: type(v) is not
-                                                 type(entry[k])))
-        entry["from_user_id"] = draw(st.one_of(st.integers(), st.lists(st.text()),
-                                               st.just("bad\udc80@im.wechat"),
-                                               st.none(), st.dictionaries(st.text(),
-                                                                          st.text())))
+            entry[key] = draw(json_values.filter(lambda v, k=key: type(v) is not type(entry[k])))
+        entry["from_user_id"] = draw(
+            st.one_of(
+                st.integers(),
+                st.lists(st.text()),
+                st.just("bad\udc80@im.wechat"),
+                st.none(),
+                st.dictionaries(st.text(), st.text()),
+            )
+        )
     elif kind == "missing":
         for key in draw(st.lists(st.sampled_from(MESSAGE_FIELDS), min_size=1, unique=True)):
             entry.pop(key, None)
         entry.pop("from_user_id", None)
     elif kind == "unknown_item":
-        t = draw(st.integers(min_value=-5, max_value=10**6).filter(
-            lambda x: x not in (1, 2, 3, 4, 5, 11, 12)))
-        entry["item_list"] = [{"type": t, draw(st.text(min_size=1, max_size=10)):
-                               draw(json_values)}]
+        t = draw(
+            st.integers(min_value=-5, max_value=10**6).filter(
+                lambda x: x not in (1, 2, 3, 4, 5, 11, 12)
+            )
+        )
+        entry["item_list"] = [
+            {"type": t, draw(st.text(min_size=1, max_size=10)): draw(json_values)}
+        ]
     elif kind == "huge_int":
-        for key in draw(st.lists(st.sampled_from(["seq", "message_id", "create_time_ms",
-                                                  "message_type", "message_state"]),
-                                 min_size=1, unique=True)):
+        for key in draw(
+            st.lists(
+                st.sampled_from(
+                    ["seq", "message_id", "create_time_ms", "message_type", "message_state"]
+                ),
+                min_size=1,
+                unique=True,
+            )
+        ):
             entry[key] = draw(huge_ints)
         entry["item_list"][0]["create_time_ms"] = draw(huge_ints)
     elif kind == "not_object":
@@ -99,8 +136,9 @@ def bad_entries(draw: st.DrawFn, n: int) -> Any:
 
 
 def _answer(msgs: Any, cursor: str) -> bytes:
-    return json.dumps({"ret": 0, "msgs": msgs, "get_updates_buf": cursor,
-                       "longpolling_timeout_ms": 35000}).encode()
+    return json.dumps(
+        {"ret": 0, "msgs": msgs, "get_updates_buf": cursor, "longpolling_timeout_ms": 35000}
+    ).encode()
 
 
 @st.composite
@@ -110,16 +148,23 @@ def bad_bodies(draw: st.DrawFn) -> bytes:
     good = _answer([_good_entry(0)], "cX")
     if kind == "utf8":
         at = draw(st.integers(min_value=0, max_value=len(good)))
-        return good[:at] + draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80",
-                                                 b"\x80\x80"])) + good[at:]
+        return (
+            good[:at]
+            + draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\x80\x80"]))
+            + good[at:]
+        )
     if kind == "truncated":
         return good[: draw(st.integers(min_value=0, max_value=len(good) - 1))]
     if kind == "not_object":
         return json.dumps(draw(json_scalars | st.lists(json_values, max_size=3))).encode()
     if kind == "bad_ret":
-        ret = draw(st.one_of(st.text(min_size=1).filter(lambda s: not s.strip().lstrip("-")
-                                                         .isdigit()),
-                             st.floats(allow_nan=False), st.lists(st.integers())))
+        ret = draw(
+            st.one_of(
+                st.text(min_size=1).filter(lambda s: not s.strip().lstrip("-").isdigit()),
+                st.floats(allow_nan=False),
+                st.lists(st.integers()),
+            )
+        )
         return json.dumps({"ret": ret, "msgs": []}).encode()
     return draw(st.binary(min_size=1, max_size=40))
 
@@ -177,13 +222,19 @@ def _world() -> dict[str, Any]:
     return _shared
 
 
-async def _run_script(w: dict[str, Any], steps: list[tuple[str, Any]],
-                      last_text: str) -> tuple[ScriptedUpdates, list[Any]]:
+async def _run_script(
+    w: dict[str, Any], steps: list[tuple[str, Any]], last_text: str
+) -> tuple[ScriptedUpdates, list[Any]]:
     sb: Sandbox = w["sb"]
     w["scripts"] = w.get("scripts", 0) + 1
     fake = ScriptedUpdates(sb, steps, prefix=f"s{w['scripts']}c")
-    config = Config(home=w["home"], base_url=sb.api_base, cdn_base_url=sb.cdn_base,
-                    poll_lease_seconds=30, shutdown_grace_seconds=2)
+    config = Config(
+        home=w["home"],
+        base_url=sb.api_base,
+        cdn_base_url=sb.cdn_base,
+        poll_lease_seconds=30,
+        shutdown_grace_seconds=2,
+    )
     bot = Bot(config, transport=fake, store=w["store"])
     seen: list[str] = []
 
@@ -204,7 +255,8 @@ async def _run_script(w: dict[str, Any], steps: list[tuple[str, Any]],
                         stuck = [e["event"] for e in logs if e["log_level"] != "debug"]
                         raise AssertionError(
                             f"the loop is stuck on one batch (served {fake.served} times; "
-                            f"{stuck[-3:]}): {steps}")
+                            f"{stuck[-3:]}): {steps}"
+                        )
                     await asyncio.sleep(0.01)
                 polls = fake.polls
                 while fake.polls < polls + 2:  # and it keeps polling
@@ -216,8 +268,11 @@ async def _run_script(w: dict[str, Any], steps: list[tuple[str, Any]],
     return fake, logs
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 def test_malformed_answers_are_logged_kept_and_the_next_good_one_is_handled(
     data: st.DataObject,
@@ -228,10 +283,16 @@ def test_malformed_answers_are_logged_kept_and_the_next_good_one_is_handled(
     account = w["account"]
     w["n"] += 1
     n = w["n"]
-    bad_steps = data.draw(st.lists(st.one_of(
-        st.tuples(st.just("raw"), bad_bodies()),
-        st.tuples(st.just("msgs"), st.lists(bad_entries(n), min_size=1, max_size=3)),
-    ), min_size=1, max_size=3))
+    bad_steps = data.draw(
+        st.lists(
+            st.one_of(
+                st.tuples(st.just("raw"), bad_bodies()),
+                st.tuples(st.just("msgs"), st.lists(bad_entries(n), min_size=1, max_size=3)),
+            ),
+            min_size=1,
+            max_size=3,
+        )
+    )
     j = 0
     for kind, value in bad_steps:  # distinct entries get distinct ids (same id = same msg)
         for e in value if kind == "msgs" else []:
@@ -251,9 +312,13 @@ def test_malformed_answers_are_logged_kept_and_the_next_good_one_is_handled(
     assert max(fake.served) <= 2, f"a batch came back {max(fake.served)} times: {steps}"
     bad_msgs = [e for kind, v in bad_steps if kind == "msgs" for e in v]
     # every entry without a usable sender is logged and kept in the inbox, dead, "malformed"
-    no_sender = [e for e in bad_msgs
-                 if not (isinstance(e, dict) and isinstance(e.get("from_user_id"), str)
-                         and e["from_user_id"])]
+    no_sender = [
+        e
+        for e in bad_msgs
+        if not (
+            isinstance(e, dict) and isinstance(e.get("from_user_id"), str) and e["from_user_id"]
+        )
+    ]
     if no_sender:
         events = [e["event"] for e in logs]
         assert "malformed_message" in events or "malformed_message_kept" in events, events

@@ -23,36 +23,47 @@ from typing import Any
 
 import pytest
 import structlog
+from ilinkbot.bot.app import Bot
+from ilinkbot.bot.config import Config
+from ilinkbot.bot.push import PushRequest, push
+from ilinkbot.bot.runner import Runner
+from ilinkbot.bot.service import Service
+from ilinkbot.bot.testing import no_real_waiting, sandbox_login
+from ilinkbot.ilink import SessionExpired
+from ilinkbot.ilink.log import configure_logging, get_logger
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
+from ilinkbot.store import Store
 
-from bot import filters
-from bot.app import Bot
-from bot.config import Config
-from bot.push import PushRequest, push
-from bot.runner import Runner
-from bot.service import Service
-from bot.testing import no_real_waiting, sandbox_login
-from ilink import SessionExpired
-from ilink.log import configure_logging, get_logger
-from ilink.sandbox import Sandbox, SandboxServer
-from store import Store
+from ilinkbot import filters
 from tests.processes import ECHO_BOT, OWNER, ROOT, env_for, write_config
 
 FRIEND = "friend@im.wechat"
-PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
-                    "0000000d4944415478da63f8cfc0f01f0005000201e5270fe90000000049454e44ae426082")
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d4944415478da63f8cfc0f01f0005000201e5270fe90000000049454e44ae426082"
+)
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> str:
-    r = subprocess.run([sys.executable, "-m", "bot.cli", "--log-json", "--log-level",
-                        "debug", *args], env=env, cwd=ROOT, capture_output=True, text=True,
-                       timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, "-m", "ilinkbot.bot.cli", "--log-json", "--log-level", "debug", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return r.stdout + r.stderr
 
 
 def key_forms(key_hex: str) -> list[str]:
     raw = bytes.fromhex(key_hex)
-    return [key_hex, key_hex.upper(), base64.b64encode(raw).decode(),
-            base64.b64encode(key_hex.encode()).decode()]
+    return [
+        key_hex,
+        key_hex.upper(),
+        base64.b64encode(raw).decode(),
+        base64.b64encode(key_hex.encode()).decode(),
+    ]
 
 
 @pytest.mark.slow
@@ -82,8 +93,9 @@ def test_no_secret_in_any_log_line_or_output(
             svc = Service(config, store=store)
             try:
                 await push(svc, PushRequest("build passed", title="CI"), catch_up_seconds=1)
-                await push(svc, PushRequest(image=image, caption="chart"), to=FRIEND,
-                           catch_up_seconds=0)
+                await push(
+                    svc, PushRequest(image=image, caption="chart"), to=FRIEND, catch_up_seconds=0
+                )
             finally:
                 await svc.aclose()
 
@@ -119,9 +131,22 @@ def test_no_secret_in_any_log_line_or_output(
         outputs.append(cli(env, "outbox"))
         said.append(sb.user_says(OWNER, "to the runner", bot_id=account.bot_id))
         fh = (tmp_path / "run.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "--log-json",
-                                 "--log-level", "debug", "run", ECHO_BOT], env=env,
-                                cwd=ROOT, stdout=fh, stderr=fh)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ilinkbot.bot.cli",
+                "--log-json",
+                "--log-level",
+                "debug",
+                "run",
+                ECHO_BOT,
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=fh,
+            stderr=fh,
+        )
         try:
             for _ in range(300):
                 if any(d["text"] == "echo: to the runner" for d in sb.delivered()):
@@ -148,13 +173,18 @@ def test_no_secret_in_any_log_line_or_output(
         asyncio.run(expired_push())
         outputs.append(cli(env, "send", "after expiry"))
         outputs.append(cli(env, "run", ECHO_BOT))
-        uploads = [r.payload["media"]["upload"] for r in store.list_outbox()
-                   if (r.payload or {}).get("media", {}).get("upload")]
+        uploads = [
+            r.payload["media"]["upload"]
+            for r in store.list_outbox()
+            if (r.payload or {}).get("media", {}).get("upload")
+        ]
         store.close()
         # a careless log line quoting secrets it has seen is masked too
         get_logger("tests.reliability").warning(
-            "probe", detail=f"token={account.token} ctx={said[0]['context_token']} "
-                            f"key={uploads[0]['aes_key_hex']}")
+            "probe",
+            detail=f"token={account.token} ctx={said[0]['context_token']} "
+            f"key={uploads[0]['aes_key_hex']}",
+        )
     finally:
         structlog.configure(**saved)
 

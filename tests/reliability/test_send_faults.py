@@ -12,14 +12,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from ilinkbot.bot.config import Config
+from ilinkbot.bot.outbox import Outbox
+from ilinkbot.bot.push import PushRequest, catch_up, push
+from ilinkbot.bot.service import Service
+from ilinkbot.bot.testing import no_real_waiting, sandbox_login
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
+from ilinkbot.store import Store
 
-from bot.config import Config
-from bot.outbox import Outbox
-from bot.push import PushRequest, catch_up, push
-from bot.service import Service
-from bot.testing import no_real_waiting, sandbox_login
-from ilink.sandbox import Sandbox, SandboxServer
-from store import Store
 from tests.processes import OWNER
 
 N = 500
@@ -34,14 +34,15 @@ async def test_500_sends_under_faults_end_as_exactly_500_deliveries(
     sb, srv = server
     # "slow": 0.8 s answers against a 0.4 s client timeout, so the client gives up and
     # retries while the server still delivers the first attempt
-    monkeypatch.setattr("ilink.client.SEND_TIMEOUT", 0.4)
+    monkeypatch.setattr("ilinkbot.ilink.client.SEND_TIMEOUT", 0.4)
     home = tmp_path / "home"
     store = Store.open(None, home=home)
     account = await sandbox_login(sb, store, owner=OWNER, base_url=srv.base_url)
     for u in USERS:
         sb.user_says(u, "hi", bot_id=account.bot_id)
-    config = Config(home=home, base_url=srv.base_url, cdn_base_url=srv.cdn_base_url,
-                    reply_quota=1_000_000)
+    config = Config(
+        home=home, base_url=srv.base_url, cdn_base_url=srv.cdn_base_url, reply_quota=1_000_000
+    )
     svc = Service(config, store=store)
     outbox = Outbox(svc)
     states: Counter[str] = Counter()
@@ -49,13 +50,20 @@ async def test_500_sends_under_faults_end_as_exactly_500_deliveries(
         with no_real_waiting():
             assert await catch_up(outbox, account, seconds=1) == len(USERS)
             # 5 % of all requests slow: the delay is drawn among the 70 % not failed
-            sb.set_faults("sendmessage", http_5xx_rate=0.20, reset_rate=0.10,
-                          reset_after_processing=0.5, delay_rate=0.05 / 0.70,
-                          delay_seconds=0.8, seed=20240501)
+            sb.set_faults(
+                "sendmessage",
+                http_5xx_rate=0.20,
+                reset_rate=0.10,
+                reset_after_processing=0.5,
+                delay_rate=0.05 / 0.70,
+                delay_seconds=0.8,
+                seed=20240501,
+            )
             results = []
             for i in range(N):
-                r = await push(svc, PushRequest(f"alert {i}"), to=USERS[i % len(USERS)],
-                               catch_up_seconds=0)
+                r = await push(
+                    svc, PushRequest(f"alert {i}"), to=USERS[i % len(USERS)], catch_up_seconds=0
+                )
                 states[r.state] += 1
                 results.append(r)
             # what a pass could not deliver stays pending; later passes (the runner

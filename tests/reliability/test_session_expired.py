@@ -7,15 +7,15 @@ import asyncio
 from typing import Any
 
 import pytest
+from ilinkbot.bot.app import Bot
+from ilinkbot.bot.config import Config
+from ilinkbot.bot.exitcodes import Exit
+from ilinkbot.bot.runner import Runner
+from ilinkbot.bot.testing import capture_logs, no_real_waiting, sandbox_login
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.store import Store
 
-from bot import filters
-from bot.app import Bot
-from bot.config import Config
-from bot.exitcodes import Exit
-from bot.runner import Runner
-from bot.testing import capture_logs, no_real_waiting, sandbox_login
-from ilink.sandbox import Sandbox
-from store import Store
+from ilinkbot import filters
 
 OWNER = "owner@im.wechat"
 FRIEND = "friend@im.wechat"
@@ -60,8 +60,11 @@ async def test_minus_14_mid_run_then_new_login_and_the_run_resumes(
     # the reply that met -14 is kept for later, never reported delivered
     texts = [d["text"] for d in sb.delivered()]
     assert "echo: expire now" not in texts and len(texts) == 10
-    (row,) = [r for r in store.list_outbox(old.bot_id)
-              if r.payload["item"]["text_item"]["text"] == "echo: expire now"]
+    (row,) = [
+        r
+        for r in store.list_outbox(old.bot_id)
+        if r.payload["item"]["text_item"]["text"] == "echo: expire now"
+    ]
     assert row.state == "pending" and "session expired" in (row.last_error or "")
     assert store.unhandled(old.bot_id) == [] and store.dead_inbox(old.bot_id) == []
 
@@ -82,6 +85,7 @@ async def test_minus_14_mid_run_then_new_login_and_the_run_resumes(
             assert await asyncio.wait_for(task, 15) == Exit.OK
     after = [(d["bot_id"], d["text"]) for d in sb.delivered()][10:]
     assert sorted(after) == sorted(
-        [(new.bot_id, f"echo: {t}") for t in ("b0", "b1", "b2", "g0", "g1", "g2")])
+        [(new.bot_id, f"echo: {t}") for t in ("b0", "b1", "b2", "g0", "g1", "g2")]
+    )
     assert store.unhandled(new.bot_id) == []
     assert sb.violations() == []

@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-
-from ilink.sandbox import Sandbox, SandboxServer
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
 from .helpers import Api
 

@@ -11,9 +11,8 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-from ilink.sandbox import Sandbox
-from ilink.wire import client_version, dumps, encode_query_value, endpoint_url, new_uin
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.ilink.wire import client_version, dumps, encode_query_value, endpoint_url, new_uin
 
 VERSION = client_version("2.4.9")
 BASE_INFO = {"channel_version": "2.4.9", "bot_agent": "OpenClaw"}

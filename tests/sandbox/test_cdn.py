@@ -7,9 +7,8 @@ import secrets
 from typing import Any
 
 import pytest
-
-from ilink.sandbox import Sandbox
-from ilink.wire import encode_query_value
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.ilink.wire import encode_query_value
 
 from .helpers import Api, aes_encrypt, b64hex
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from ilink.sandbox import Sandbox, SandboxServer
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
 from .helpers import Api, new_client_id
 

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from ilink.sandbox import Sandbox, SandboxServer
-from ilink.wire import dumps, new_uin
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
+from ilinkbot.ilink.wire import dumps, new_uin
 
 from .helpers import BASE_INFO, VERSION, Api, aes_decrypt
 
@@ -229,7 +228,7 @@ def test_start_stop_and_context_manager() -> None:
 def test_python_m_prints_urls_and_exits_cleanly() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ilink.sandbox", "--port", "0", "--longpoll-seconds", "1"],
+        [sys.executable, "-m", "ilinkbot.ilink.sandbox", "--port", "0", "--longpoll-seconds", "1"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

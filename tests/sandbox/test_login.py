@@ -6,8 +6,7 @@ import asyncio
 import re
 
 import pytest
-
-from ilink.sandbox import Sandbox, SandboxError, SandboxServer
+from ilinkbot.ilink.sandbox import Sandbox, SandboxError, SandboxServer
 
 from .helpers import Api
 

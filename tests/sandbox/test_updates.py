@@ -10,9 +10,8 @@ import time
 from typing import Any
 
 import pytest
-
-from ilink.sandbox import Sandbox
-from ilink.wire import encode_query_value
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.ilink.wire import encode_query_value
 
 from .helpers import Api, aes_decrypt
 

@@ -7,12 +7,11 @@ from dataclasses import replace
 
 import httpx
 import pytest
-
-from bot.config import Config
-from bot.serve import Gateway, create_app
-from bot.testing import no_real_waiting
-from ilink.sandbox import Sandbox
-from store import Store
+from ilinkbot.bot.config import Config
+from ilinkbot.bot.serve import Gateway, create_app
+from ilinkbot.bot.testing import no_real_waiting
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.store import Store
 
 TOKEN = "ilk_test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -25,8 +24,9 @@ def serve_config(config: Config) -> Config:
 
 @pytest.fixture
 async def gateway(serve_config: Config, store: Store, sb: Sandbox) -> AsyncIterator[Gateway]:
-    gw = Gateway(serve_config, token=TOKEN, store=store, transport=sb.transport(),
-                 catch_up_seconds=0.2)
+    gw = Gateway(
+        serve_config, token=TOKEN, store=store, transport=sb.transport(), catch_up_seconds=0.2
+    )
     with no_real_waiting():
         yield gw
     await gw.aclose()
@@ -35,6 +35,7 @@ async def gateway(serve_config: Config, store: Store, sb: Sandbox) -> AsyncItera
 @pytest.fixture
 async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(gateway)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://gateway.test") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
+    ) as c:
         yield c

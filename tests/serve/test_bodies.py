@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-
-from bot.serve.bodies import (
+from ilinkbot.bot.serve.bodies import (
     BodyError,
     Notification,
     alertmanager_notification,
@@ -16,15 +15,25 @@ from bot.serve.bodies import (
 )
 
 
-def parse(body: bytes = b"", *, method: str = "POST", ctype: str | None = None,
-          headers: dict[str, str] | None = None,
-          query: dict[str, str] | None = None) -> Notification:
+def parse(
+    body: bytes = b"",
+    *,
+    method: str = "POST",
+    ctype: str | None = None,
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+) -> Notification:
     return parse_push(method, ctype, body, headers or {}, query or {})
 
 
 def test_plain_text_title_forms() -> None:
-    for headers, query in (({"Title": "T"}, {}), ({"X-Title": "T"}, {}), ({"t": "T"}, {}),
-                           ({}, {"title": "T"}), ({}, {"t": "T"})):
+    for headers, query in (
+        ({"Title": "T"}, {}),
+        ({"X-Title": "T"}, {}),
+        ({"t": "T"}, {}),
+        ({}, {"title": "T"}),
+        ({}, {"t": "T"}),
+    ):
         n = parse(b"body", headers=headers, query=query)
         assert (n.text, n.title, n.attachments) == ("body", "T", ())
 
@@ -37,8 +46,9 @@ def test_message_from_query_when_the_body_is_empty() -> None:
 
 
 def test_rfc2047_title_from_ntfy_clients() -> None:
-    n = parse(b"x", headers={"Title": "=?UTF-8?B?" + base64.b64encode("构建".encode()).decode()
-                             + "?="})
+    n = parse(
+        b"x", headers={"Title": "=?UTF-8?B?" + base64.b64encode("构建".encode()).decode() + "?="}
+    )
     assert n.title == "构建"
 
 
@@ -52,8 +62,9 @@ def test_json_only_with_known_keys_otherwise_text() -> None:
 
 
 def test_ntfy_attach_url_is_a_link_never_fetched() -> None:
-    n = parse(b'{"message": "see", "attach": "https://example.org/a.png"}',
-              ctype="application/json")
+    n = parse(
+        b'{"message": "see", "attach": "https://example.org/a.png"}', ctype="application/json"
+    )
     assert n.text == "see\n\nAttachment: https://example.org/a.png" and n.attachments == ()
 
 
@@ -87,30 +98,38 @@ def test_wechat_markdown_keeps_code_fences() -> None:
 
 
 def test_legacy_grafana_alert() -> None:
-    n = alertmanager_notification({
-        "title": "[Alerting] Load", "ruleName": "Load", "state": "alerting",
-        "message": "load high", "evalMatches": [{"metric": "load1", "value": 9.5}],
-        "ruleUrl": "http://grafana/d/1",
-    })
+    n = alertmanager_notification(
+        {
+            "title": "[Alerting] Load",
+            "ruleName": "Load",
+            "state": "alerting",
+            "message": "load high",
+            "evalMatches": [{"metric": "load1", "value": 9.5}],
+            "ruleUrl": "http://grafana/d/1",
+        }
+    )
     assert n.title == "🔥 [Alerting] Load"
     assert n.text == "load high\n• load1 = 9.5\nhttp://grafana/d/1"
 
 
 def test_many_alerts_are_counted_not_listed() -> None:
-    alerts = [{"status": "firing", "labels": {"alertname": "Up", "i": str(i)}}
-              for i in range(25)]
-    n = alertmanager_notification({"status": "firing", "alerts": alerts,
-                                   "truncatedAlerts": 5})
+    alerts = [{"status": "firing", "labels": {"alertname": "Up", "i": str(i)}} for i in range(25)]
+    n = alertmanager_notification({"status": "firing", "alerts": alerts, "truncatedAlerts": 5})
     assert n.title == "🔥 [FIRING:25] Up"
     assert n.text is not None and n.text.endswith("…and 10 more")
     assert n.text.count("• Up") == 20
 
 
 def test_webhook_mixed_firing_and_resolved() -> None:
-    n = alertmanager_notification({"status": "firing", "alerts": [
-        {"status": "firing", "labels": {"alertname": "A"}},
-        {"status": "resolved", "labels": {"alertname": "B"}},
-    ]})
+    n = alertmanager_notification(
+        {
+            "status": "firing",
+            "alerts": [
+                {"status": "firing", "labels": {"alertname": "A"}},
+                {"status": "resolved", "labels": {"alertname": "B"}},
+            ],
+        }
+    )
     assert n.text == "Firing:\n• A\n\nResolved:\n• B"
 
 

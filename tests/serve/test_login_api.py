@@ -8,9 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-
-from ilink.sandbox import Sandbox
-from store import Store
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.store import Store
 
 from ..conftest import OWNER
 from .conftest import AUTH

@@ -22,10 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
-
-from bot.serve.weblogin import qr_data_url
-from ilink.sandbox import Sandbox, SandboxServer
-from store import Store
+from ilinkbot.bot.serve.weblogin import qr_data_url
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
+from ilinkbot.store import Store
 
 from ..conftest import OWNER
 from .test_process import Serving, token_of, wait_until
@@ -43,9 +42,13 @@ def _chromium() -> str | None:
 
 CHROMIUM = _chromium()
 if CHROMIUM is None and os.environ.get("ILINKBOT_TEST_BROWSER_REQUIRED") != "1":
-    pytestmark = [pytest.mark.slow, pytest.mark.skip(
-        reason="chromium is not installed (apt-get install chromium); set "
-        "ILINKBOT_TEST_BROWSER_REQUIRED=1 to make this a failure")]
+    pytestmark = [
+        pytest.mark.slow,
+        pytest.mark.skip(
+            reason="chromium is not installed (apt-get install chromium); set "
+            "ILINKBOT_TEST_BROWSER_REQUIRED=1 to make this a failure"
+        ),
+    ]
 
 
 class Browser:
@@ -53,25 +56,47 @@ class Browser:
 
     def __init__(self, binary: str, profile: Path) -> None:
         self.proc = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", "--no-default-browser-check", f"--user-data-dir={profile}",
-             "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
-             "--window-size=480,820", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--no-default-browser-check",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                "--remote-debugging-address=127.0.0.1",
+                "--window-size=480,820",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         port_file = profile / "DevToolsActivePort"
-        wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 30,
-                   "chromium's DevTools port")
+        wait_until(
+            lambda: port_file.exists() and port_file.read_text().strip(),
+            30,
+            "chromium's DevTools port",
+        )
         port = int(port_file.read_text().split()[0])
         pages = wait_until(
-            lambda: [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
-                     if t.get("type") == "page"], 10, "a page target")
+            lambda: [
+                t
+                for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+                if t.get("type") == "page"
+            ],
+            10,
+            "a page target",
+        )
         from websockets.sync.client import connect
 
         self._stack = contextlib.ExitStack()
         self.ws = self._stack.enter_context(
-            connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10))
+            connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+        )
         self._ids = itertools.count(1)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
@@ -98,8 +123,9 @@ class Browser:
                 return str(state)
             if time.monotonic() > deadline:
                 status = self.eval("document.getElementById('status').textContent")
-                raise AssertionError(f"page never reached {states}: state {state!r}, "
-                                     f"status {status!r}")
+                raise AssertionError(
+                    f"page never reached {states}: state {state!r}, status {status!r}"
+                )
             time.sleep(0.05)
 
     def screenshot(self, path: Path) -> Path:
@@ -146,17 +172,24 @@ def test_login_page_shows_the_qr_takes_the_number_and_reaches_done(
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ILINKBOT_")}
-    env.update(ILINKBOT_HOME=str(home), ILINKBOT_BASE_URL=srv.base_url,
-               ILINKBOT_CDN_BASE_URL=srv.cdn_base_url, ILINKBOT_QR_POLL_INTERVAL="0.1",
-               PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env.update(
+        ILINKBOT_HOME=str(home),
+        ILINKBOT_BASE_URL=srv.base_url,
+        ILINKBOT_CDN_BASE_URL=srv.cdn_base_url,
+        ILINKBOT_QR_POLL_INTERVAL="0.1",
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+    )
     token = token_of(env)
     serving = Serving(env)
     try:
         browser.call("Page.enable")
         browser.call("Page.navigate", url=f"{serving.url}/login?auth={token}")
         browser.wait_state("wait")
-        wait_until(lambda: browser.eval("document.getElementById('qr').naturalWidth") > 100,
-                   10, "the QR image to load")
+        wait_until(
+            lambda: browser.eval("document.getElementById('qr').naturalWidth") > 100,
+            10,
+            "the QR image to load",
+        )
         (qr,) = sb.qr_codes()
         link = browser.eval("document.getElementById('qrlink').textContent")
         assert qr["qrcode"] in link

@@ -17,10 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-
-from bot.testing import sandbox_login
-from ilink.sandbox import Sandbox, SandboxServer
-from store import Store
+from ilinkbot.bot.testing import sandbox_login
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
+from ilinkbot.store import Store
 
 from ..conftest import OWNER
 
@@ -42,15 +41,25 @@ def env(tmp_path: Path, server: tuple[Sandbox, SandboxServer]) -> dict[str, str]
     home.mkdir(mode=0o700)
     (home / "config.json").write_text(json.dumps({"poll_lease_seconds": 3}))
     out = {k: v for k, v in os.environ.items() if not k.startswith("ILINKBOT_")}
-    out.update(ILINKBOT_HOME=str(home), ILINKBOT_BASE_URL=srv.base_url,
-               ILINKBOT_CDN_BASE_URL=srv.cdn_base_url, ILINKBOT_QR_POLL_INTERVAL="0.05",
-               PYTHONPATH=str(ROOT))
+    out.update(
+        ILINKBOT_HOME=str(home),
+        ILINKBOT_BASE_URL=srv.base_url,
+        ILINKBOT_CDN_BASE_URL=srv.cdn_base_url,
+        ILINKBOT_QR_POLL_INTERVAL="0.05",
+        PYTHONPATH=str(ROOT),
+    )
     return out
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ilinkbot.bot.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def login(sb: Sandbox, srv: SandboxServer, home: Path) -> Any:
@@ -78,8 +87,11 @@ class Serving:
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "--json", "serve", "--port", "0", *args],
-            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [sys.executable, "-m", "ilinkbot.bot.cli", "--json", "serve", "--port", "0", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         self.stderr: list[bytes] = []
         threading.Thread(target=self._drain, daemon=True).start()
@@ -173,8 +185,11 @@ def test_serve_pushes_over_http_and_stops_cleanly(
             r = http.post("/push", content=b"build passed", headers={**auth, "Title": "CI"})
             assert r.status_code == 200, r.text
             assert r.json()["state"] == "delivered"
-            r = http.put(f"/push/alice?auth={token}", content=b"col1,col2\n1,2\n",
-                         headers={"Filename": "data.csv"})
+            r = http.put(
+                f"/push/alice?auth={token}",
+                content=b"col1,col2\n1,2\n",
+                headers={"Filename": "data.csv"},
+            )
             assert r.status_code == 200, r.text
             r = http.post("/push/nobody", content=b"x", headers=auth)
             assert r.status_code == 404
@@ -219,20 +234,28 @@ def test_poll_logs_in_on_the_page_then_receives_and_pushes(
             r = http.post("/push", content=b"x", headers=auth)
             assert r.status_code == 503  # nobody logged in yet
             assert http.post("/login/start", headers=auth).status_code == 200
-            wait_until(lambda: http.get("/login/status", headers=auth).json()["state"] == "wait",
-                       10, "a QR code")
+            wait_until(
+                lambda: http.get("/login/status", headers=auth).json()["state"] == "wait",
+                10,
+                "a QR code",
+            )
             sb.scan()
             sb.confirm(OWNER)
             status = wait_until(
                 lambda: (s := http.get("/login/status", headers=auth).json())["done"] and s,
-                10, "login done")
+                10,
+                "login done",
+            )
             bot_id = status["account"]
             store = Store.open(None, home=home)
             try:
                 wait_until(lambda: store.lease_holder(bot_id) is not None, 15, "the poller")
                 sb.user_says(OWNER, "hi")
-                wait_until(lambda: (p := store.get_peer(bot_id, OWNER)) is not None
-                           and p.context_token, 10, "the message stored by the poller")
+                wait_until(
+                    lambda: (p := store.get_peer(bot_id, OWNER)) is not None and p.context_token,
+                    10,
+                    "the message stored by the poller",
+                )
                 r = http.post("/push", content=b"one", headers=auth)
                 assert r.status_code == 200 and r.json()["state"] == "delivered"
                 r = http.post("/push", content=b"two", headers=auth)
@@ -259,8 +282,11 @@ def test_poll_with_a_bot_runs_its_handlers_next_to_the_gateway(
     try:
         assert serving.info["poll"] is True
         sb.user_says(OWNER, "ping")
-        wait_until(lambda: [d["text"] for d in sb.delivered(OWNER)] == ["echo: ping"], 15,
-                   "the bot's reply")
+        wait_until(
+            lambda: [d["text"] for d in sb.delivered(OWNER)] == ["echo: ping"],
+            15,
+            "the bot's reply",
+        )
         with httpx.Client(base_url=serving.url, timeout=20) as http:
             r = http.post(f"/push?auth={token}", content=b"and a push")
             assert r.status_code == 200, r.text

@@ -12,12 +12,11 @@ from typing import Any
 import httpx
 import pytest
 import qrcode
-
-from bot.config import Config
-from bot.serve import Gateway, create_app
-from bot.testing import capture_logs, no_real_waiting
-from ilink.sandbox import Sandbox
-from store import Store
+from ilinkbot.bot.config import Config
+from ilinkbot.bot.serve import Gateway, create_app
+from ilinkbot.bot.testing import capture_logs, no_real_waiting
+from ilinkbot.ilink.sandbox import Sandbox
+from ilinkbot.store import Store
 
 from ..conftest import OWNER
 from .conftest import AUTH, TOKEN
@@ -36,9 +35,15 @@ def _png() -> bytes:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/push"), ("PUT", "/push"), ("POST", "/push/alice"),
-     ("POST", "/hooks/alertmanager/alice"), ("POST", "/login/start"),
-     ("GET", "/login/status"), ("POST", "/login/code")],
+    [
+        ("POST", "/push"),
+        ("PUT", "/push"),
+        ("POST", "/push/alice"),
+        ("POST", "/hooks/alertmanager/alice"),
+        ("POST", "/login/start"),
+        ("GET", "/login/status"),
+        ("POST", "/login/code"),
+    ],
 )
 async def test_every_data_route_needs_the_token(
     client: httpx.AsyncClient, sb: Sandbox, account: object, method: str, path: str
@@ -72,16 +77,14 @@ async def test_token_forms_accepted(
     elif how == "query":
         params = {"auth": TOKEN}
     else:  # ntfy: ?auth=base64url("Bearer TOKEN") without padding
-        params = {"auth": base64.urlsafe_b64encode(f"Bearer {TOKEN}".encode()).decode()
-                  .rstrip("=")}
-    r = await client.post("/push", content=b"via " + how.encode(), headers=headers,
-                          params=params)
+        params = {"auth": base64.urlsafe_b64encode(f"Bearer {TOKEN}".encode()).decode().rstrip("=")}
+    r = await client.post("/push", content=b"via " + how.encode(), headers=headers, params=params)
     assert r.status_code == 200, r.text
     assert [d["text"] for d in sb.delivered(OWNER)] == [f"via {how}"]
 
 
 async def test_health_and_login_page_need_no_token_but_hold_no_secret(
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient,
 ) -> None:
     assert (await client.get("/healthz")).json() == {"ok": True}
     page = await client.get("/login")
@@ -107,8 +110,7 @@ async def test_plain_text_with_ntfy_title_header_and_query(
     client: httpx.AsyncClient, sb: Sandbox, account: object
 ) -> None:
     sb.user_says(OWNER, "hi")
-    r = await client.post("/push", content=b"disk 91% full",
-                          headers={**AUTH, "Title": "web-1"})
+    r = await client.post("/push", content=b"disk 91% full", headers={**AUTH, "Title": "web-1"})
     assert r.status_code == 200
     body = r.json()
     assert body["ok"] is True and body["state"] == "delivered" and body["to"] == OWNER
@@ -116,12 +118,16 @@ async def test_plain_text_with_ntfy_title_header_and_query(
     assert body["message_ids"][0]
     r = await client.post("/push", params={"t": "ci", "message": "build passed"}, headers=AUTH)
     assert r.json()["state"] == "delivered"
-    r = await client.post("/push?title=deploy", content=b"done", headers={**AUTH, "X-Tags":
-                                                                        "tada,prod"})
+    r = await client.post(
+        "/push?title=deploy", content=b"done", headers={**AUTH, "X-Tags": "tada,prod"}
+    )
     assert r.status_code == 200
     texts = [d["text"] for d in sb.delivered(OWNER)]
-    assert texts == ["web-1\n\ndisk 91% full", "ci\n\nbuild passed",
-                     "🎉 deploy\n\ndone\n\nTags: prod"]
+    assert texts == [
+        "web-1\n\ndisk 91% full",
+        "ci\n\nbuild passed",
+        "🎉 deploy\n\ndone\n\nTags: prod",
+    ]
 
 
 async def test_utf8_title_header_is_decoded(
@@ -152,16 +158,25 @@ async def test_ntfy_json_body_with_topic_as_alias(
 ) -> None:
     sb.user_says(ALICE, "hi")
     store.set_alias(account.bot_id, ALICE, "alice")
-    payload = {"topic": "alice", "title": "Backup", "message": "nightly backup ok",
-               "tags": ["white_check_mark"], "priority": 3, "click": "https://example.org/b"}
+    payload = {
+        "topic": "alice",
+        "title": "Backup",
+        "message": "nightly backup ok",
+        "tags": ["white_check_mark"],
+        "priority": 3,
+        "click": "https://example.org/b",
+    }
     r = await client.post("/push", json=payload, headers=AUTH)
     assert r.status_code == 200, r.text
     assert r.json()["to"] == ALICE
     (got,) = sb.delivered(ALICE)
     assert got["text"] == "✅ Backup\n\nnightly backup ok\n\nhttps://example.org/b"
     # posted with curl -d (form content type) it is still recognised as JSON
-    r = await client.post("/push/alice", content=json.dumps({"message": "second"}).encode(),
-                          headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"})
+    r = await client.post(
+        "/push/alice",
+        content=json.dumps({"message": "second"}).encode(),
+        headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 200
     assert sb.delivered(ALICE)[-1]["text"] == "second"
 
@@ -172,9 +187,17 @@ async def test_apprise_json_with_an_inline_attachment(
     sb.user_says(OWNER, "hi")
     png = _png()
     payload = {
-        "version": "1.0", "title": "Camera", "message": "motion at the door", "type": "warning",
-        "attachments": [{"filename": "door.png", "base64": base64.b64encode(png).decode(),
-                         "mimetype": "image/png"}],
+        "version": "1.0",
+        "title": "Camera",
+        "message": "motion at the door",
+        "type": "warning",
+        "attachments": [
+            {
+                "filename": "door.png",
+                "base64": base64.b64encode(png).decode(),
+                "mimetype": "image/png",
+            }
+        ],
     }
     r = await client.post("/push", json=payload, headers=AUTH)
     assert r.status_code == 200, r.text
@@ -188,8 +211,11 @@ async def test_apprise_api_body_and_format(
     client: httpx.AsyncClient, sb: Sandbox, account: object
 ) -> None:
     sb.user_says(OWNER, "hi")
-    r = await client.post("/push", json={"body": "*成功* done", "title": "job",
-                                          "format": "markdown", "type": "success"}, headers=AUTH)
+    r = await client.post(
+        "/push",
+        json={"body": "*成功* done", "title": "job", "format": "markdown", "type": "success"},
+        headers=AUTH,
+    )
     assert r.status_code == 200
     assert sb.delivered(OWNER)[0]["text"] == "✅ job\n\n成功 done"
 
@@ -202,9 +228,16 @@ async def test_put_binary_sends_image_and_file(
     r = await client.put("/push", content=png, headers={**AUTH, "Filename": "graph.png"})
     assert r.status_code == 200, r.text
     report = b"%PDF-1.4 not really\n" * 50
-    r = await client.put("/push", content=report,
-                         headers={**AUTH, "Filename": "../../report.pdf", "Title": "Report",
-                                  "Message": "weekly numbers"})
+    r = await client.put(
+        "/push",
+        content=report,
+        headers={
+            **AUTH,
+            "Filename": "../../report.pdf",
+            "Title": "Report",
+            "Message": "weekly numbers",
+        },
+    )
     assert r.status_code == 200, r.text
     image, text, file = sb.delivered(OWNER)
     assert image["kind"] == "image" and image["sha256"] == hashlib.sha256(png).hexdigest()
@@ -223,7 +256,7 @@ async def test_put_binary_sends_image_and_file(
 
 ALERTMANAGER_SAMPLE: dict[str, Any] = {
     "version": "4",
-    "groupKey": "{}:{alertname=\"HighCPU\"}",
+    "groupKey": '{}:{alertname="HighCPU"}',
     "truncatedAlerts": 0,
     "status": "firing",
     "receiver": "ilinkbot",
@@ -234,10 +267,16 @@ ALERTMANAGER_SAMPLE: dict[str, Any] = {
     "alerts": [
         {
             "status": "firing",
-            "labels": {"alertname": "HighCPU", "instance": "web-1:9100", "job": "node",
-                       "severity": "critical"},
-            "annotations": {"summary": "CPU above 90%",
-                            "description": "web-1 has been above 90% for 5 minutes"},
+            "labels": {
+                "alertname": "HighCPU",
+                "instance": "web-1:9100",
+                "job": "node",
+                "severity": "critical",
+            },
+            "annotations": {
+                "summary": "CPU above 90%",
+                "description": "web-1 has been above 90% for 5 minutes",
+            },
             "startsAt": "2024-05-01T12:03:00.123456789Z",
             "endsAt": "0001-01-01T00:00:00Z",
             "generatorURL": "http://prometheus:9090/graph?g0.expr=cpu",
@@ -245,8 +284,12 @@ ALERTMANAGER_SAMPLE: dict[str, Any] = {
         },
         {
             "status": "firing",
-            "labels": {"alertname": "HighCPU", "instance": "web-2:9100", "job": "node",
-                       "severity": "critical"},
+            "labels": {
+                "alertname": "HighCPU",
+                "instance": "web-2:9100",
+                "job": "node",
+                "severity": "critical",
+            },
             "annotations": {"summary": "CPU above 90%"},
             "startsAt": "2024-05-01T12:04:00Z",
             "endsAt": "0001-01-01T00:00:00Z",
@@ -297,18 +340,29 @@ async def test_grafana_webhook_uses_its_title_and_values(
 ) -> None:
     sb.user_says(OWNER, "hi")
     grafana = {
-        "receiver": "ilinkbot", "status": "firing", "orgId": 1, "state": "alerting",
-        "title": "[FIRING:1] DiskFull (db-1)", "message": "long default text",
-        "groupLabels": {"alertname": "DiskFull"}, "commonLabels": {"alertname": "DiskFull"},
-        "commonAnnotations": {}, "externalURL": "http://grafana:3000/", "version": "1",
-        "alerts": [{
-            "status": "firing", "labels": {"alertname": "DiskFull", "host": "db-1"},
-            "annotations": {"summary": "disk / is 97% full"},
-            "startsAt": "2024-05-01T08:00:00+02:00", "endsAt": "0001-01-01T00:00:00Z",
-            "valueString": "[ var='A' labels={host=db-1} value=97 ]",
-            "panelURL": "http://grafana:3000/d/abc?viewPanel=2",
-            "generatorURL": "http://grafana:3000/alerting/1/edit",
-        }],
+        "receiver": "ilinkbot",
+        "status": "firing",
+        "orgId": 1,
+        "state": "alerting",
+        "title": "[FIRING:1] DiskFull (db-1)",
+        "message": "long default text",
+        "groupLabels": {"alertname": "DiskFull"},
+        "commonLabels": {"alertname": "DiskFull"},
+        "commonAnnotations": {},
+        "externalURL": "http://grafana:3000/",
+        "version": "1",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "DiskFull", "host": "db-1"},
+                "annotations": {"summary": "disk / is 97% full"},
+                "startsAt": "2024-05-01T08:00:00+02:00",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "valueString": "[ var='A' labels={host=db-1} value=97 ]",
+                "panelURL": "http://grafana:3000/d/abc?viewPanel=2",
+                "generatorURL": "http://grafana:3000/alerting/1/edit",
+            }
+        ],
     }
     r = await client.post("/hooks/grafana", json=grafana, headers=AUTH)
     assert r.status_code == 200, r.text
@@ -328,12 +382,18 @@ async def test_grafana_webhook_uses_its_title_and_values(
 async def test_held_push_answers_202_held_and_goes_out_when_the_user_writes(
     sb: Sandbox, store: Store, serve_config: Config, account: Any
 ) -> None:
-    gw = Gateway(replace(serve_config, reply_quota=1), token=TOKEN, store=store,
-                 transport=sb.transport(), catch_up_seconds=0.2)
+    gw = Gateway(
+        replace(serve_config, reply_quota=1),
+        token=TOKEN,
+        store=store,
+        transport=sb.transport(),
+        catch_up_seconds=0.2,
+    )
     app = create_app(gw)
     with no_real_waiting():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://gw") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw"
+        ) as c:
             sb.user_says(OWNER, "hi")
             first = await c.post("/push", content=b"one", headers=AUTH)
             assert first.status_code == 200 and first.json()["state"] == "delivered"
@@ -363,8 +423,7 @@ async def test_server_refusal_ret_minus_2_is_held_too(
     assert "ret=-2" in r.json()["reason"]
 
 
-async def test_unconfirmed_is_202(client: httpx.AsyncClient, sb: Sandbox,
-                                  account: object) -> None:
+async def test_unconfirmed_is_202(client: httpx.AsyncClient, sb: Sandbox, account: object) -> None:
     sb.user_says(OWNER, "hi")
     sb.configure(omit_message_id=True)
     r = await client.post("/push", content=b"maybe", headers=AUTH)
@@ -382,21 +441,34 @@ async def test_errors_are_one_line_json_with_the_right_status(
         (client.post("/push/nobody", content=b"x", headers=AUTH), 404, "unknown recipient"),
         (client.post("/push/bob@im.wechat", content=b"x", headers=AUTH), 409, "never written"),
         (client.post("/push", content=b"   ", headers=AUTH), 422, "nothing to send"),
-        (client.post("/push", content=b"{bad", headers={**AUTH, "Content-Type":
-                                                          "application/json"}), 422, "JSON"),
+        (
+            client.post(
+                "/push", content=b"{bad", headers={**AUTH, "Content-Type": "application/json"}
+            ),
+            422,
+            "JSON",
+        ),
         (client.post("/push", json={"foo": 1}, headers=AUTH), 422, "no message"),
-        (client.post("/push", json={"message": "x", "attachments": [{"url": "http://a/b"}]},
-                     headers=AUTH), 422, "not fetched"),
+        (
+            client.post(
+                "/push", json={"message": "x", "attachments": [{"url": "http://a/b"}]}, headers=AUTH
+            ),
+            422,
+            "not fetched",
+        ),
         (client.put("/push", content=b"", headers=AUTH), 422, "empty upload"),
-        (client.post("/hooks/alertmanager", json={"alerts": "no"}, headers=AUTH), 422,
-         "alerts"),
+        (client.post("/hooks/alertmanager", json={"alerts": "no"}, headers=AUTH), 422, "alerts"),
         (client.post("/hooks/alertmanager", content=b"[1", headers=AUTH), 422, "JSON"),
-        (client.post("/push", content=b"x" * (300 * 1024), headers={
-            **AUTH, "Content-Type": "text/plain"}), 413, "too large"),
+        (
+            client.post(
+                "/push", content=b"x" * (300 * 1024), headers={**AUTH, "Content-Type": "text/plain"}
+            ),
+            413,
+            "too large",
+        ),
         (client.get("/push", headers=AUTH), 405, "not allowed"),
         (client.get("/nowhere", headers=AUTH), 404, "no route"),
-        (client.post("/push?account=zzz@im.bot", content=b"x", headers=AUTH), 404,
-         "no account"),
+        (client.post("/push?account=zzz@im.bot", content=b"x", headers=AUTH), 404, "no account"),
         (client.post("/login/code", json={"code": "12"}, headers=AUTH), 409, "no login"),
         (client.post("/login/code", json={"code": "ab"}, headers=AUTH), 422, "digits"),
     ]
@@ -415,7 +487,7 @@ async def test_no_account_and_expired_session_are_503(
 ) -> None:
     r = await client.post("/push", content=b"x", headers=AUTH)
     assert r.status_code == 503 and "ilinkbot login" in r.json()["error"]
-    from bot.testing import sandbox_login
+    from ilinkbot.bot.testing import sandbox_login
 
     acc = await sandbox_login(sb, store, owner=OWNER)
     sb.user_says(OWNER, "hi")

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from store import InboundRecord, Store
+from ilinkbot.store import InboundRecord, Store
 
 BOT = "concurrency@im.bot"
 SHARED_USERS = [f"shared-{k}@im.wechat" for k in range(4)]

@@ -17,8 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-
-from store import Store
+from ilinkbot.store import Store
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)]
@@ -137,6 +136,7 @@ USER = "o9cq80_alice@im.wechat"
 
 @pytest.fixture
 def bot(store: Store) -> str:
-    store.save_account(BOT, token="tok-1", base_url="https://ilinkai.weixin.qq.com",
-                       owner_user_id=USER)
+    store.save_account(
+        BOT, token="tok-1", base_url="https://ilinkai.weixin.qq.com", owner_user_id=USER
+    )
     return BOT

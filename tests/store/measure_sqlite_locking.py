@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ilinkbot.store.engine import BUSY_TIMEOUT_MS, create_store_engine, resolve_url
 from sqlalchemy import Engine, create_engine, event, text
-
-from store.engine import BUSY_TIMEOUT_MS, create_store_engine, resolve_url
 
 MODES = ("legacy", "deferred", "immediate")
 
@@ -57,9 +56,7 @@ class Result:
 def make_engine(mode: str, path: Path) -> Engine:
     if mode == "immediate":
         return create_store_engine(resolve_url(f"sqlite:///{path}"))
-    engine = create_engine(
-        f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}
-    )
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -98,8 +95,9 @@ def _worker(mode: str, path: str, increments: int, start_at: float) -> tuple[int
     return errors, first
 
 
-def measure(mode: str, *, processes: int = 4, increments: int = 300,
-            directory: Path | None = None) -> Result:
+def measure(
+    mode: str, *, processes: int = 4, increments: int = 300, directory: Path | None = None
+) -> Result:
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         path = Path(tmp) / f"{mode}.db"
         setup = make_engine("immediate", path)
@@ -109,16 +107,22 @@ def measure(mode: str, *, processes: int = 4, increments: int = 300,
         ctx = mp.get_context("spawn")
         start_at = time.time() + 2.0  # leaves time for the interpreters to spawn
         with ctx.Pool(processes) as pool:
-            outcomes = pool.starmap(
-                _worker, [(mode, str(path), increments, start_at)] * processes
-            )
+            outcomes = pool.starmap(_worker, [(mode, str(path), increments, start_at)] * processes)
             seconds = time.time() - start_at
         with setup.begin() as conn:
             final = conn.execute(text("SELECT value FROM counter WHERE id = 1")).scalar_one()
         setup.dispose()
     messages = sorted({m for _, m in outcomes if m})
-    return Result(mode, processes, increments, processes * increments, int(final),
-                  sum(n for n, _ in outcomes), seconds, messages[0] if messages else None)
+    return Result(
+        mode,
+        processes,
+        increments,
+        processes * increments,
+        int(final),
+        sum(n for n, _ in outcomes),
+        seconds,
+        messages[0] if messages else None,
+    )
 
 
 def main() -> None:
@@ -128,8 +132,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     args = parser.parse_args()
     for mode in args.modes:
-        print(measure(mode, processes=args.processes, increments=args.increments).line(),
-              flush=True)
+        print(
+            measure(mode, processes=args.processes, increments=args.increments).line(), flush=True
+        )
 
 
 if __name__ == "__main__":

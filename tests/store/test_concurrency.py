@@ -11,10 +11,9 @@ import time
 from collections import Counter
 
 import pytest
+from ilinkbot.store import InboundRecord, OutboxState, Store
+from ilinkbot.store.models import inbox
 from sqlalchemy import func, select
-
-from store import InboundRecord, OutboxState, Store
-from store.models import inbox
 
 from ._workers import BATCH_USERS, BOT, OUT_USERS, SHARED_USERS, mixed_worker
 

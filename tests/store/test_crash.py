@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from ilinkbot.store import Store
+from ilinkbot.store.models import inbox
 from sqlalchemy import select, text
-
-from store import Store
-from store.models import inbox
 
 from ._workers import CRASH_BATCH
 

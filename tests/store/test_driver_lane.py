@@ -11,17 +11,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from store import InboundRecord, OutboxState, Store, StoreBusy, UnknownAccountError
+from ilinkbot.store import InboundRecord, OutboxState, Store, StoreBusy, UnknownAccountError
 
 
 def _seen(store: Store, bot: str, user: str) -> None:
-    store.record_batch(bot, [InboundRecord(message_id=f"m-{user}", user_id=user,
-                                           context_token="ctx", raw={}, created_at=None)], "c")
+    store.record_batch(
+        bot,
+        [
+            InboundRecord(
+                message_id=f"m-{user}", user_id=user, context_token="ctx", raw={}, created_at=None
+            )
+        ],
+        "c",
+    )
 
 
 def test_lane_rows_read_back_identically_through_core(store: Store, bot: str) -> None:
-    payload = {"item": {"type": 1, "text_item": {"text": "héllo ✓ \"quoted\""}}, "n": [1, None]}
+    payload = {"item": {"type": 1, "text_item": {"text": 'héllo ✓ "quoted"'}}, "n": [1, None]}
     rows, claimed = store.enqueue_claimed(bot, "u@im.wechat", [payload], lease_seconds=30)
     (row,) = rows
     # list_outbox is Core; get_outbox is the lane: both equal the row enqueue returned.
@@ -60,12 +66,23 @@ def test_recorded_batches_read_back_identically_through_core(store: Store, bot: 
     east = timezone(timedelta(hours=8))  # a non-UTC creation time comes back in UTC
     created = datetime(2026, 11, 21, 20, 0, 0, 123456, tzinfo=east)
     records = [
-        InboundRecord(message_id="1", user_id="u@im.wechat", context_token="c1",
-                      raw={"text": "héllo", "n": [1, None]}, created_at=created),
-        InboundRecord(message_id="2", user_id="u@im.wechat", context_token=None,
-                      raw='{"text": "no token"}', created_at=None),
-        InboundRecord(message_id="1", user_id="u@im.wechat", context_token="dup",
-                      raw={}, created_at=None),  # a duplicate within the batch
+        InboundRecord(
+            message_id="1",
+            user_id="u@im.wechat",
+            context_token="c1",
+            raw={"text": "héllo", "n": [1, None]},
+            created_at=created,
+        ),
+        InboundRecord(
+            message_id="2",
+            user_id="u@im.wechat",
+            context_token=None,
+            raw='{"text": "no token"}',
+            created_at=None,
+        ),
+        InboundRecord(
+            message_id="1", user_id="u@im.wechat", context_token="dup", raw={}, created_at=None
+        ),  # a duplicate within the batch
     ]
     rows = store.record_batch(bot, records, "cursor-1")
     assert [r.message_id for r in rows] == ["1", "2"]
@@ -118,8 +135,11 @@ def test_nowait_fails_at_once_while_another_process_holds_the_lock(
     assert time.monotonic() - started < 1.0  # not the 30 s busy timeout
     # Without nowait the write waits for the lock, then goes through.
     done: list[object] = []
-    waiter = threading.Thread(target=lambda: done.append(
-        sqlite_store.enqueue_claimed("b@im.bot", "u@im.wechat", [{"n": 2}])))
+    waiter = threading.Thread(
+        target=lambda: done.append(
+            sqlite_store.enqueue_claimed("b@im.bot", "u@im.wechat", [{"n": 2}])
+        )
+    )
     waiter.start()
     time.sleep(0.3)
     assert done == []  # still waiting
@@ -161,7 +181,7 @@ def test_inline_writes_checkpoint_the_wal_in_the_background(
 ) -> None:
     """Inline (nowait) connections never checkpoint themselves (a checkpoint fsyncs, which
     would stall an event loop); a background thread does, so the WAL stays small."""
-    import store.driver
+    import ilinkbot.store.driver as driver
 
     def write(fn, *args):  # type: ignore[no-untyped-def]
         try:  # as bot.service.Service.write: in place, or wait when busy
@@ -170,10 +190,11 @@ def test_inline_writes_checkpoint_the_wal_in_the_background(
             return fn(*args)
 
     wal = tmp_path / "ilinkbot.db-wal"
-    pairs = 5 * store.driver.CHECKPOINT_EVERY  # 10 checkpoint rounds' worth of commits
+    pairs = 5 * driver.CHECKPOINT_EVERY  # 10 checkpoint rounds' worth of commits
     for i in range(pairs):
-        _, claimed = write(sqlite_store.enqueue_claimed, "b@im.bot",
-                           f"u{i % 10}@im.wechat", [{"text": "x" * 200}])
+        _, claimed = write(
+            sqlite_store.enqueue_claimed, "b@im.bot", f"u{i % 10}@im.wechat", [{"text": "x" * 200}]
+        )
         write(sqlite_store.mark_sent_many, [(claimed[0].id, str(i))])
     deadline = time.monotonic() + 10
     while sqlite_store._lane._checkpointing.locked() and time.monotonic() < deadline:
@@ -189,21 +210,21 @@ def test_a_lock_wait_mid_transaction_is_busy_and_writes_nothing(
 ) -> None:
     """With busy_timeout 0 any statement of a nowait write that would wait fails; that too
     is StoreBusy (the caller retries in a thread), after a rollback."""
-    import store.driver
+    import ilinkbot.store.driver as driver
 
-    real = store.driver.Cursor.scalar
+    real = driver.Cursor.scalar
 
     def locked_insert(self, statement, params=()):  # type: ignore[no-untyped-def]
         if statement.startswith("INSERT INTO outbox"):
             raise sqlite3.OperationalError("database is locked")
         return real(self, statement, params)
 
-    monkeypatch.setattr(store.driver.Cursor, "scalar", locked_insert)
+    monkeypatch.setattr(driver.Cursor, "scalar", locked_insert)
     with pytest.raises(StoreBusy):
         sqlite_store.enqueue_claimed("b@im.bot", "u@im.wechat", [{"n": 1}], nowait=True)
     with pytest.raises(sqlite3.OperationalError):  # a waiting write reports it as it is
         sqlite_store.enqueue_claimed("b@im.bot", "u@im.wechat", [{"n": 1}])
-    monkeypatch.setattr(store.driver.Cursor, "scalar", real)
+    monkeypatch.setattr(driver.Cursor, "scalar", real)
     assert sqlite_store.list_outbox() == []
     rows, _ = sqlite_store.enqueue_claimed("b@im.bot", "u@im.wechat", [{"n": 2}], nowait=True)
     assert [r.payload for r in sqlite_store.list_outbox()] == [{"n": 2}] == [rows[0].payload]

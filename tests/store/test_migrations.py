@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from ilinkbot.store import SCHEMA_VERSION, SchemaTooNewError, Store, migrations
+from ilinkbot.store.migrations import Step
 from sqlalchemy import Connection, inspect, text
-
-from store import SCHEMA_VERSION, SchemaTooNewError, Store, migrations
-from store.migrations import Step
 
 from .conftest import BOT
 
@@ -25,8 +24,17 @@ def test_fresh_database_is_stamped_current(db_url: str) -> None:
     with Store.open(db_url) as store:
         assert store.schema_version == SCHEMA_VERSION
         names = set(inspect(store.engine).get_table_names())
-    assert {"accounts", "cursors", "peers", "inbox", "outbox", "user_data", "leases",
-            "pending_login", "ilinkbot_schema"} <= names
+    assert {
+        "accounts",
+        "cursors",
+        "peers",
+        "inbox",
+        "outbox",
+        "user_data",
+        "leases",
+        "pending_login",
+        "ilinkbot_schema",
+    } <= names
 
 
 def test_reopen_keeps_data_and_version(db_url: str) -> None:

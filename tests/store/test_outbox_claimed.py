@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from store import OutboxState, Store
+from ilinkbot.store import OutboxState, Store
 
 
 def test_enqueue_claimed_claims_only_when_nothing_waits(store: Store, bot: str) -> None:
@@ -25,7 +25,7 @@ def test_enqueue_claimed_claims_only_when_nothing_waits(store: Store, bot: str) 
 
 
 def test_mark_sent_many_marks_all_and_counts_the_window(store: Store, bot: str) -> None:
-    from store import InboundRecord
+    from ilinkbot.store import InboundRecord
 
     store.record_batch(
         bot,

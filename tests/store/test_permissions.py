@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from store import Store, default_home, resolve_url
+from ilinkbot.store import Store, default_home, resolve_url
 
 from .conftest import BOT
 
@@ -55,8 +54,9 @@ def test_default_location_is_created_private(
         store.close()
 
 
-def test_home_argument_wins_over_environment(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_home_argument_wins_over_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ILINKBOT_HOME", str(tmp_path / "env"))
     with Store.open(home=tmp_path / "arg") as store:
         _exercise(store)

@@ -8,8 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from store import (
+from ilinkbot.store import (
     SCHEMA_VERSION,
     AccountState,
     InboundRecord,
@@ -111,14 +110,28 @@ def test_unknown_account_errors(store: Store) -> None:
 def test_pending_login_roundtrip(store: Store) -> None:
     assert store.get_pending_login() is None
     issued = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
-    store.save_pending_login(qrcode="q1", qr_url="https://qr/1", poll_base="https://p",
-                             png_path="/tmp/q.png", issued_at=issued)
-    store.save_pending_login(qrcode="q2", qr_url="https://qr/2", poll_base="https://p2",
-                             png_path=None, issued_at=issued + timedelta(minutes=1))
+    store.save_pending_login(
+        qrcode="q1",
+        qr_url="https://qr/1",
+        poll_base="https://p",
+        png_path="/tmp/q.png",
+        issued_at=issued,
+    )
+    store.save_pending_login(
+        qrcode="q2",
+        qr_url="https://qr/2",
+        poll_base="https://p2",
+        png_path=None,
+        issued_at=issued + timedelta(minutes=1),
+    )
     got = store.get_pending_login()
     assert got is not None
     assert (got.qrcode, got.qr_url, got.poll_base, got.png_path) == (
-        "q2", "https://qr/2", "https://p2", None)
+        "q2",
+        "https://qr/2",
+        "https://p2",
+        None,
+    )
     assert got.issued_at == issued + timedelta(minutes=1)
     store.clear_pending_login()
     assert store.get_pending_login() is None
@@ -274,8 +287,9 @@ def test_enqueue_same_client_id_returns_existing_row(store: Store, bot: str) -> 
     first = store.enqueue(bot, USER, [{"text": "a"}, {"text": "b"}], client_ids=["c-1", "c-2"])
     store.mark_sent(store.claim(bot, ids=[first[0].id])[0].id, "m-1")
     # a handler re-run after a crash enqueues the same ids again (plus one new)
-    again = store.enqueue(bot, USER, [{"text": "a2"}, {"text": "b2"}, {"text": "c"}],
-                          client_ids=["c-1", "c-2", "c-3"])
+    again = store.enqueue(
+        bot, USER, [{"text": "a2"}, {"text": "b2"}, {"text": "c"}], client_ids=["c-1", "c-2", "c-3"]
+    )
     assert [r.id for r in again[:2]] == [r.id for r in first]
     assert again[0].state is OutboxState.SENT and again[0].payload == {"text": "a"}
     assert again[2].client_id == "c-3"
@@ -408,7 +422,9 @@ def test_list_outbox_filters(store: Store, bot: str) -> None:
     assert [r.id for r in store.list_outbox(bot)] == [a[0].id, a[1].id, b[0].id]
     assert [r.id for r in store.list_outbox(bot, state="held")] == [b[0].id]
     assert [r.id for r in store.list_outbox(state=["held", OutboxState.PENDING], limit=2)] == [
-        a[0].id, a[1].id]
+        a[0].id,
+        a[1].id,
+    ]
     assert [r.id for r in store.list_outbox(user_id=USER)] == [a[0].id, a[1].id, c[0].id]
 
 

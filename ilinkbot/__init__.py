@@ -1,0 +1,100 @@
+"""ilinkbot: connect programs and people to WeChat through Tencent's ilink bot protocol.
+
+The public API. The layers live in ``ilinkbot.ilink`` (protocol and sandbox),
+``ilinkbot.cdn`` (media), ``ilinkbot.store`` (persistence) and ``ilinkbot.bot`` (pushes,
+handlers, CLI, gateway). Names are imported lazily so that the ``ilinkbot`` CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .bot import filters
+    from .bot.app import Bot
+    from .bot.config import Config, ConfigError, load_config
+    from .bot.errors import AccountError, BotError, NoContextError, UnknownRecipient
+    from .bot.message import Context, Message
+    from .bot.outbox import SendResult
+    from .bot.push import send_to_wechat
+    from .ilink._version import __version__
+    from .ilink.errors import (
+        ApiError,
+        HttpStatusError,
+        IlinkError,
+        ProtocolError,
+        ReplyWindowClosed,
+        RequestTimeout,
+        SessionExpired,
+        TransportError,
+    )
+
+__all__ = [
+    "AccountError",
+    "ApiError",
+    "Bot",
+    "BotError",
+    "Config",
+    "ConfigError",
+    "Context",
+    "HttpStatusError",
+    "IlinkError",
+    "Message",
+    "NoContextError",
+    "ProtocolError",
+    "ReplyWindowClosed",
+    "RequestTimeout",
+    "SendResult",
+    "SessionExpired",
+    "TransportError",
+    "UnknownRecipient",
+    "__version__",
+    "filters",
+    "load_config",
+    "send_to_wechat",
+]
+
+_WHERE = {
+    "filters": ".bot.filters",
+    "Bot": ".bot.app",
+    "Config": ".bot.config",
+    "ConfigError": ".bot.config",
+    "load_config": ".bot.config",
+    "AccountError": ".bot.errors",
+    "BotError": ".bot.errors",
+    "NoContextError": ".bot.errors",
+    "UnknownRecipient": ".bot.errors",
+    "Context": ".bot.message",
+    "Message": ".bot.message",
+    "SendResult": ".bot.outbox",
+    "send_to_wechat": ".bot.push",
+    "__version__": ".ilink._version",
+    **{
+        name: ".ilink.errors"
+        for name in (
+            "ApiError",
+            "HttpStatusError",
+            "IlinkError",
+            "ProtocolError",
+            "ReplyWindowClosed",
+            "RequestTimeout",
+            "SessionExpired",
+            "TransportError",
+        )
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'ilinkbot' has no attribute {name!r}")
+    module = importlib.import_module(where, __name__)
+    value = module if name == "filters" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
