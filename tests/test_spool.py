@@ -8,12 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ilinkbot.bot import Bot, spool
+from ilinkbot.bot import spool
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.runner import Runner
 from ilinkbot.bot.serve import Gateway, create_app
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
+
+from ilinkbot import Bot
 
 from .conftest import OWNER
 
