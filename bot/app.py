@@ -24,7 +24,6 @@ import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,13 +34,13 @@ from ilinkbot.ilink.models import TypingStatus
 
 from . import spool
 from .config import Config, load_config
-from .filters import command as command_filter
 from .outbox import Outbox, SendResult
 from .push import PushRequest, push
-from .scheduler import Clock, Job
+from .router import Router
+from .scheduler import Clock
 from .service import Service
 
-__all__ = ["Bot", "Handler"]
+__all__ = ["Bot"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -49,16 +48,6 @@ _log = get_logger("ilinkbot.bot")
 
 TYPING_KEEPALIVE_SECONDS = 5.0
 TYPING_TICKET_TTL_SECONDS = 12 * 3600
-
-
-@dataclass
-class Handler:
-    func: Callable[..., Any]
-    filters: tuple[Callable[[Any], bool], ...]
-    name: str
-
-    def matches(self, msg: Any) -> bool:
-        return all(f(msg) for f in self.filters)
 
 
 async def call_flexibly(func: Callable[..., Any], *args: Any) -> Any:
@@ -79,8 +68,9 @@ async def call_flexibly(func: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-class Bot:
-    """Handlers and schedules over the accounts stored by ``ilinkbot login``."""
+class Bot(Router):
+    """A :class:`Router` plus how to run it: handlers and schedules over the accounts
+    stored by ``ilinkbot login``, and pushes from Python."""
 
     def __init__(
         self,
@@ -90,13 +80,11 @@ class Bot:
         store: Any = None,
         clock: Clock | None = None,
     ) -> None:
+        super().__init__(name="bot")
         self._config = config
         self._transport = transport
         self._store = store
         self.clock = clock
-        self.handlers: list[Handler] = []
-        self.error_handlers: list[Callable[..., Any]] = []
-        self.jobs: list[Job] = []
         self._svc: Service | None = None
         self._outbox_obj: Outbox | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -149,43 +137,6 @@ class Bot:
         if self._outbox_obj is None:
             self._outbox_obj = Outbox(self.service)
         return self._outbox_obj
-
-    # ---- registration ---------------------------------------------------------------------
-
-    def message(self, *filters: Callable[[Any], bool]) -> Callable[[F], F]:
-        """Register a handler for messages matching every filter (none: all messages).
-        Handlers are tried in registration order; the first match handles the message."""
-
-        def deco(func: F) -> F:
-            self.handlers.append(Handler(func, filters, getattr(func, "__name__", "handler")))
-            return func
-
-        return deco
-
-    def command(self, name: str) -> Callable[[F], F]:
-        """Register a handler for ``/name`` (``msg.args`` holds the rest of the line)."""
-        return self.message(command_filter(name))
-
-    def error(self, func: F) -> F:
-        """Register ``func(exc, msg, ctx)``, called when a handler raises."""
-        self.error_handlers.append(func)
-        return func
-
-    def schedule(
-        self,
-        cron: str,
-        *,
-        tz: str | None = None,
-        account: str | None = None,
-        name: str | None = None,
-    ) -> Callable[[F], F]:
-        """Run ``func(ctx)`` at the times of a cron expression, e.g. ``"0 9 * * *"``."""
-
-        def deco(func: F) -> F:
-            self.jobs.append(Job(cron, func, tz=tz, account=account, name=name or ""))
-            return func
-
-        return deco
 
     # ---- sending ----------------------------------------------------------------------------
 
