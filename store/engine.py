@@ -1,6 +1,6 @@
 """Engine construction: where the data lives, and the SQLite transaction recipe.
 
-SQLite recipe (measured in ``tests/store/measure_sqlite_locking.py``, see the README):
+SQLite recipe (measured in ``tests/store/measure_sqlite_locking.py``, see ``docs/store.md``):
 
 * ``journal_mode=WAL`` (readers never block the writer), ``synchronous=NORMAL`` (durable
   against process crashes; a power cut may lose the last transactions but never corrupts),
