@@ -205,6 +205,16 @@ class Bot:
         request = PushRequest(
             text, title=title, image=image, file=file, video=video, caption=caption
         )
+        return await self._push(request, to=to, account=account)
+
+    async def _push(
+        self,
+        request: PushRequest,
+        *,
+        to: str | list[str] | None,
+        account: str | None,
+        next_ids: Callable[[int], list[str]] | None = None,
+    ) -> SendResult:
         return await push(
             self.service,
             request,
@@ -212,6 +222,7 @@ class Bot:
             account=account,
             catch_up_seconds=0 if self.polling else 2.0,
             outbox=self._outbox,
+            next_ids=next_ids,
         )
 
     # ---- running ------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from .app import Bot, call_flexibly
 from .errors import AccountError
 from .exitcodes import Exit
 from .inbound import MALFORMED_SENDER, absorb_batch
-from .message import Context, Message
+from .message import Context, Message, ReplyIds
 from .scheduler import Job, Scheduler
 from .waiting import backoff, pause
 
@@ -328,12 +328,15 @@ class Runner:
             )
             _log.warning("malformed_message_kept", account=account.bot_id, inbox_id=row.id)
             return
-        msg = Message(bot, account, row)
-        ctx = Context(bot, account, row.user_id)
-        handler = next((h for h in bot.handlers if self._matches(h, msg)), None)
+        handler = next(
+            (h for h in bot.handlers if self._matches(h, Message(bot, account, row))), None
+        )
         attempt = 0
         while True:
             attempt += 1
+            # Each attempt numbers what it sends from 0 again, so a retry re-uses the ids of
+            # the previous attempt and nothing is sent twice (the error handler has its own).
+            msg, ctx = self._handling(account, row, "handler")
             try:
                 if handler is not None:
                     await call_flexibly(handler.func, msg, ctx)
@@ -349,6 +352,7 @@ class Runner:
                     handler=handler.name if handler else None,
                     attempt=attempt,
                 )
+                msg, ctx = self._handling(account, row, "error")
                 for on_error in bot.error_handlers:
                     try:
                         await call_flexibly(on_error, exc, msg, ctx)
@@ -369,6 +373,10 @@ class Runner:
                     )
                     return
                 await pause(backoff(attempt))
+
+    def _handling(self, account: Any, row: Any, namespace: str) -> tuple[Message, Context]:
+        ids = ReplyIds(account.bot_id, row, namespace)
+        return Message(self.bot, account, row, ids), Context(self.bot, account, row.user_id, ids)
 
     def _matches(self, handler: Any, msg: Message) -> bool:
         try:

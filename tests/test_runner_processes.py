@@ -99,6 +99,34 @@ def test_sigterm_lets_a_slow_handler_finish(
     assert "stopping" in log.read_text()
 
 
+def test_sigkill_mid_handler_sends_each_reply_once(
+    server: tuple[Sandbox, SandboxServer], tmp_path: Path
+) -> None:
+    sb, srv = server
+    home = tmp_path / "home"
+    write_config(home)
+    account = login(sb, srv, home)
+    env = env_for(home, srv)
+    log = tmp_path / "runner.log"
+    proc = start_runner(env, log)
+    try:
+        sb.user_says("owner@im.wechat", "steps 2", bot_id=account.bot_id)
+        wait_until(lambda: len(sb.delivered()) == 2, 20, "the first two replies")
+        proc.send_signal(signal.SIGKILL)  # the handler is asleep before its last reply
+        proc.wait(10)
+        proc = start_runner(env, log)  # handles the message again from the start
+        wait_until(lambda: len(sb.delivered()) >= 3, 30, "the last reply")
+        time.sleep(1.0)  # anything extra would show up now
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert [d["text"] for d in sb.delivered()] == [
+        "step 1 of steps 2",
+        "step 2 of steps 2",
+        "done steps 2",
+    ]
+
+
 @pytest.mark.pg
 @pytest.mark.slow
 def test_two_runners_on_postgresql_failover(
