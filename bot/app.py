@@ -256,18 +256,26 @@ class Bot:
         return spool.keep(self.config.home, source, name)
 
     async def _download(self, msg: Any, dest: str | Path | None) -> Any:
-        from ilinkbot.cdn import download_media, pick_media
+        from ilinkbot.cdn import CdnDownloadError, MediaRefused, download_media, pick_media
 
         ref = pick_media(msg.wx)
         if ref is None:
             return None
-        return await download_media(
-            self.service.http,
-            self.config.cdn_base_url,
-            ref,
-            dest=Path(dest) if dest else None,
-            max_bytes=self.config.media_max_bytes,
-        )
+        try:
+            return await download_media(
+                self.service.http,
+                self.config.cdn_base_url,
+                ref,
+                dest=Path(dest) if dest else None,
+                max_bytes=self.config.media_max_bytes,
+            )
+        except (MediaRefused, CdnDownloadError) as exc:
+            # A refusal (too large, foreign URL, bad key) or a definite failure is the same
+            # on every retry: answer None. A transient failure raises, so the handler retries.
+            if isinstance(exc, CdnDownloadError) and exc.retryable:
+                raise
+            _log.warning("download_failed", message_id=msg.message_id, error=str(exc))
+            return None
 
     @asynccontextmanager
     async def _typing(self, account: Any, user: str) -> AsyncIterator[None]:

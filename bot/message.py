@@ -188,7 +188,11 @@ class Message:
 
     def download(self, dest: str | Path | None = None) -> Any:
         """The message's media (§4.4 choice), decrypted: ``DownloadedMedia`` with ``data``
-        (or written under ``dest``, a directory). ``None`` when there is no media."""
+        (or written under ``dest``, a directory). ``None`` when there is no media, or it
+        cannot be had (refused: over ``media_max_bytes``, a foreign URL, a bad key; or a
+        failure a retry would repeat; logged as ``download_failed``). Raises
+        ``CdnDownloadError`` (``retryable``) for a transient CDN failure, so the handler is
+        retried."""
         return self._bridge(self._bot._download(self, dest))
 
 
