@@ -15,6 +15,7 @@ import random
 import signal
 import socket
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from ilinkbot.ilink import IlinkError, SessionExpired
@@ -57,6 +58,9 @@ class Runner:
         self._sem = asyncio.Semaphore(MAX_CONCURRENT_HANDLERS)
         self.expired: set[str] = set()
         self.polling: set[str] = set()
+        #: With ``skip_backlog``, unhandled rows stored before this are marked handled.
+        self.started = datetime.now(UTC)
+        self._skipped: set[str] = set()
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -282,10 +286,28 @@ class Runner:
 
     async def _handle_backlog(self, account: Any) -> None:
         rows = await asyncio.to_thread(self.bot.store.unhandled, account.bot_id)
+        if self.bot.config.skip_backlog:
+            rows = await self._skip_older(account, rows)
         if rows:
             _log.info("handling_backlog", account=account.bot_id, count=len(rows))
         for row in rows:
             self._dispatch(account, row)
+
+    async def _skip_older(self, account: Any, rows: list[Any]) -> list[Any]:
+        """Mark the rows stored before this run started handled, without handlers (what
+        python-telegram-bot calls ``drop_pending_updates``); return the others."""
+        old = [r for r in rows if r.received_at < self.started]
+        store = self.bot.store
+
+        def mark() -> None:
+            for r in old:
+                store.mark_handled(r.id)
+
+        await asyncio.to_thread(mark)
+        if old or account.bot_id not in self._skipped:
+            _log.info("backlog_skipped", account=account.bot_id, count=len(old))
+        self._skipped.add(account.bot_id)
+        return [r for r in rows if r.received_at >= self.started]
 
     def _dispatch(self, account: Any, row: Any) -> None:
         if row.id in self._inflight:

@@ -1,6 +1,7 @@
 """What a user sees when a handler runs more than once (issue 13): every message sent while
 handling one inbound message goes out once, however often the handler or the error handler
-runs, in-process against the sandbox."""
+runs; and ``skip_backlog``, which runs no handler for messages stored before the start.
+In-process against the sandbox."""
 
 from __future__ import annotations
 
@@ -102,3 +103,39 @@ async def test_two_inbound_messages_get_distinct_reply_ids(
     assert Counter(texts(sb)) == {"ok": 2, "noted": 2}
     ids = [d["client_id"] for d in sb.delivered(OWNER)]
     assert len(set(ids)) == 4 and all(i.startswith("openclaw-weixin:") for i in ids)
+
+
+async def test_skip_backlog_marks_older_messages_handled_without_running_handlers(
+    config: Config, sb: Sandbox, store: Store, account: Any
+) -> None:
+    from ilinkbot.bot.outbox import Outbox
+    from ilinkbot.bot.push import catch_up
+    from ilinkbot.bot.testing import capture_logs
+
+    # What a `send` catch-up stored while no bot ran: three old messages.
+    for text in ("old 1", "old 2", "old 3"):
+        sb.user_says(OWNER, text)
+    early = Bot(config, transport=sb.transport(), store=store)
+    assert await catch_up(Outbox(early.service), account, seconds=0.3) == 3
+    await early.aclose()
+
+    bot = Bot(config.with_overrides(skip_backlog=True), transport=sb.transport(), store=store)
+    seen: list[str] = []
+
+    @bot.message(filters.text)
+    async def echo(msg, ctx):  # type: ignore[no-untyped-def]
+        seen.append(msg.text)
+        await msg.reply(f"echo {msg.text}")
+
+    with capture_logs() as logs:
+        runner, task = await start(bot)
+        await wait_for(lambda: any(e["event"] == "backlog_skipped" for e in logs))
+        sb.user_says(OWNER, "new")
+        await wait_for(lambda: len(sb.delivered(OWNER)) == 1)
+        runner.request_stop()
+        assert await task == 0
+    assert seen == ["new"]
+    assert texts(sb) == ["echo new"]
+    assert store.unhandled(account.bot_id) == []
+    (skipped,) = [e for e in logs if e["event"] == "backlog_skipped"]
+    assert skipped["count"] == 3
