@@ -156,6 +156,16 @@ class Bot(Router):
         request = PushRequest(
             text, title=title, image=image, file=file, video=video, caption=caption
         )
+        return await self._push(request, to=to, account=account)
+
+    async def _push(
+        self,
+        request: PushRequest,
+        *,
+        to: str | list[str] | None,
+        account: str | None,
+        next_ids: Callable[[int], list[str]] | None = None,
+    ) -> SendResult:
         return await push(
             self.service,
             request,
@@ -163,6 +173,7 @@ class Bot(Router):
             account=account,
             catch_up_seconds=0 if self.polling else 2.0,
             outbox=self._outbox,
+            next_ids=next_ids,
         )
 
     # ---- running ------------------------------------------------------------------------------
@@ -196,18 +207,26 @@ class Bot(Router):
         return spool.keep(self.config.home, source, name)
 
     async def _download(self, msg: Any, dest: str | Path | None) -> Any:
-        from ilinkbot.cdn import download_media, pick_media
+        from ilinkbot.cdn import CdnDownloadError, MediaRefused, download_media, pick_media
 
         ref = pick_media(msg.wx)
         if ref is None:
             return None
-        return await download_media(
-            self.service.http,
-            self.config.cdn_base_url,
-            ref,
-            dest=Path(dest) if dest else None,
-            max_bytes=self.config.media_max_bytes,
-        )
+        try:
+            return await download_media(
+                self.service.http,
+                self.config.cdn_base_url,
+                ref,
+                dest=Path(dest) if dest else None,
+                max_bytes=self.config.media_max_bytes,
+            )
+        except (MediaRefused, CdnDownloadError) as exc:
+            # A refusal (too large, foreign URL, bad key) or a definite failure is the same
+            # on every retry: answer None. A transient failure raises, so the handler retries.
+            if isinstance(exc, CdnDownloadError) and exc.retryable:
+                raise
+            _log.warning("download_failed", message_id=msg.message_id, error=str(exc))
+            return None
 
     @asynccontextmanager
     async def _typing(self, account: Any, user: str) -> AsyncIterator[None]:

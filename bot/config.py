@@ -48,6 +48,7 @@ class Config:
     poll_lease_seconds: int = 30
     send_lease_seconds: int = 60
     shutdown_grace_seconds: int = 10
+    skip_backlog: bool = False
     config_path: Path | None = None
 
     def with_overrides(self, **changes: Any) -> Config:

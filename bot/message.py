@@ -17,11 +17,12 @@ from ilinkbot.ilink.models import MessageItemType
 from ilinkbot.ilink.wire import derived_client_id
 
 from .outbox import SendResult, media_payload, text_payloads
+from .push import PushRequest
 
 if TYPE_CHECKING:
     from .app import Bot
 
-__all__ = ["Context", "Message", "Quote", "UserData"]
+__all__ = ["Context", "Message", "Quote", "ReplyIds", "UserData"]
 
 T = TypeVar("T")
 
@@ -52,12 +53,34 @@ class Quote:
     text: str | None
 
 
-class Message:
-    """One inbound message. Replies made here get ``client_id``s derived from this
-    message's id and the reply's position, so a handler re-run after a crash produces
-    the same ids and the server drops the repeats."""
+class ReplyIds:
+    """The ``client_id``s of what one run of a handler sends for one inbound message.
 
-    def __init__(self, bot: Bot, account: Any, inbox_row: Any) -> None:
+    The n-th message sent (each chunk and media counts) gets an id derived from the account,
+    the stored inbound message, a namespace (``handler`` or ``error``) and n. Every attempt
+    starts at n = 0, so a retried handler, and one re-run after a crash, reuses the ids of
+    the previous run: the outbox keeps one row per id and never sends a delivered row again.
+    """
+
+    def __init__(self, account_id: str, inbox_row: Any, namespace: str = "handler") -> None:
+        self._seed = f"{account_id}:{inbox_row.message_id}:{namespace}"
+        created = inbox_row.created_at or inbox_row.received_at
+        self._ms = int(created.astimezone(UTC).timestamp() * 1000) if created else 0
+        self._position = 0
+        self._lock = threading.Lock()  # plain ``def`` handlers send from worker threads
+
+    def take(self, count: int) -> list[str]:
+        with self._lock:
+            start = self._position
+            self._position += count
+        return [derived_client_id(self._seed, start + i, self._ms) for i in range(count)]
+
+
+class Message:
+    """One inbound message. What a handler sends for it (replies and ``ctx.send``) gets
+    ``client_id``s from ``ids`` (see :class:`ReplyIds`), so a re-run sends nothing twice."""
+
+    def __init__(self, bot: Bot, account: Any, inbox_row: Any, ids: ReplyIds | None = None) -> None:
         self._bot = bot
         self.account = account
         self.inbox_id: int = inbox_row.id
@@ -66,10 +89,7 @@ class Message:
         self.wx = WeixinMessage.from_dict(raw)
         self.message_id: str = inbox_row.message_id
         self.user: str = inbox_row.user_id
-        created = inbox_row.created_at or inbox_row.received_at
-        self._id_ms = int(created.astimezone(UTC).timestamp() * 1000) if created else 0
-        self._position = 0
-        self._lock = threading.Lock()
+        self._ids = ids or ReplyIds(account.bot_id, inbox_row)
 
     # ---- content ------------------------------------------------------------------------
 
@@ -129,12 +149,6 @@ class Message:
 
     # ---- replying -----------------------------------------------------------------------
 
-    def _next_ids(self, count: int) -> list[str]:
-        with self._lock:
-            start = self._position
-            self._position += count
-        return [derived_client_id(self.message_id, start + i, self._id_ms) for i in range(count)]
-
     def _bridge(self, coro: Coroutine[Any, Any, T]) -> Any:
         """Awaitable in async handlers; blocking (run on the bot's loop) in plain ``def``
         handlers, which run in a worker thread."""
@@ -157,7 +171,7 @@ class Message:
         return self._bridge(self._submit_media(video, "video", caption))
 
     async def _submit(self, payloads: list[dict[str, Any]]) -> SendResult:
-        ids = self._next_ids(len(payloads))
+        ids = self._ids.take(len(payloads))
         return await self._bot._outbox.submit(self.account, self.user, payloads, client_ids=ids)
 
     async def _submit_media(
@@ -174,7 +188,11 @@ class Message:
 
     def download(self, dest: str | Path | None = None) -> Any:
         """The message's media (§4.4 choice), decrypted: ``DownloadedMedia`` with ``data``
-        (or written under ``dest``, a directory). ``None`` when there is no media."""
+        (or written under ``dest``, a directory). ``None`` when there is no media, or it
+        cannot be had (refused: over ``media_max_bytes``, a foreign URL, a bad key; or a
+        failure a retry would repeat; logged as ``download_failed``). Raises
+        ``CdnDownloadError`` (``retryable``) for a transient CDN failure, so the handler is
+        retried."""
         return self._bridge(self._bot._download(self, dest))
 
 
@@ -210,12 +228,16 @@ class UserData(MutableMapping[str, Any]):
 
 
 class Context:
-    """Handed to handlers and scheduled jobs next to the message."""
+    """Handed to handlers and scheduled jobs next to the message. In a handler, ``ids``
+    are the message's :class:`ReplyIds`, so ``send`` is as repeat-safe as ``msg.reply``."""
 
-    def __init__(self, bot: Bot, account: Any, user: str | None = None) -> None:
+    def __init__(
+        self, bot: Bot, account: Any, user: str | None = None, ids: ReplyIds | None = None
+    ) -> None:
         self.bot = bot
         self.account = account
         self.user = user
+        self._ids = ids
         self.log = get_logger("ilinkbot.handler", account=account.bot_id, user=user)
         self._data: UserData | None = None
 
@@ -234,7 +256,10 @@ class Context:
     def send(self, text: str | None = None, *, to: str | None = None, **kw: Any) -> Any:
         """Push to ``to`` (default: this message's user, else the account's owner)."""
         to = to or self.user
-        return self.bot._bridge(self.bot.send(text, to=to, account=self.account.bot_id, **kw))
+        request = PushRequest(text, **kw)
+        next_ids = self._ids.take if self._ids else None
+        sending = self.bot._push(request, to=to, account=self.account.bot_id, next_ids=next_ids)
+        return self.bot._bridge(sending)
 
     @asynccontextmanager
     async def typing(self, user: str | None = None) -> AsyncIterator[None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -92,8 +92,12 @@ async def push(
     account: str | None = None,
     catch_up_seconds: float = CATCH_UP_SECONDS,
     outbox: Outbox | None = None,
+    next_ids: Callable[[int], list[str]] | None = None,
 ) -> SendResult:
-    """Send ``request`` to each recipient (default: the account's owner)."""
+    """Send ``request`` to each recipient (default: the account's owner).
+
+    ``next_ids(n)``: the ``client_id``s of the next n messages (a handler's replies);
+    fresh ids when not given."""
     recipients = [to] if isinstance(to, str) else list(to or [])
     store = svc.store
     payloads = request.payloads(svc.config.chunk_size)  # validate before any network call
@@ -116,7 +120,8 @@ async def push(
         await svc.call(store.touch_account, acc.bot_id)
     outcomes: list[MessageOutcome] = []
     for user in users:
-        result = await outbox.submit(acc, user, payloads)
+        ids = next_ids(len(payloads)) if next_ids else None
+        result = await outbox.submit(acc, user, payloads, client_ids=ids)
         outcomes += result.messages
     return SendResult.combine(outcomes)
 

@@ -15,6 +15,7 @@ import random
 import signal
 import socket
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from ilinkbot.ilink import IlinkError, SessionExpired
@@ -26,7 +27,7 @@ from .app import Bot, call_flexibly
 from .errors import AccountError
 from .exitcodes import Exit
 from .inbound import MALFORMED_SENDER, absorb_batch
-from .message import Context, Message
+from .message import Context, Message, ReplyIds
 from .scheduler import Job, Scheduler
 from .waiting import backoff, pause
 
@@ -57,6 +58,9 @@ class Runner:
         self._sem = asyncio.Semaphore(MAX_CONCURRENT_HANDLERS)
         self.expired: set[str] = set()
         self.polling: set[str] = set()
+        #: With ``skip_backlog``, unhandled rows stored before this are marked handled.
+        self.started = datetime.now(UTC)
+        self._skipped: set[str] = set()
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -282,10 +286,28 @@ class Runner:
 
     async def _handle_backlog(self, account: Any) -> None:
         rows = await asyncio.to_thread(self.bot.store.unhandled, account.bot_id)
+        if self.bot.config.skip_backlog:
+            rows = await self._skip_older(account, rows)
         if rows:
             _log.info("handling_backlog", account=account.bot_id, count=len(rows))
         for row in rows:
             self._dispatch(account, row)
+
+    async def _skip_older(self, account: Any, rows: list[Any]) -> list[Any]:
+        """Mark the rows stored before this run started handled, without handlers (what
+        python-telegram-bot calls ``drop_pending_updates``); return the others."""
+        old = [r for r in rows if r.received_at < self.started]
+        store = self.bot.store
+
+        def mark() -> None:
+            for r in old:
+                store.mark_handled(r.id)
+
+        await asyncio.to_thread(mark)
+        if old or account.bot_id not in self._skipped:
+            _log.info("backlog_skipped", account=account.bot_id, count=len(old))
+        self._skipped.add(account.bot_id)
+        return [r for r in rows if r.received_at >= self.started]
 
     def _dispatch(self, account: Any, row: Any) -> None:
         if row.id in self._inflight:
@@ -328,12 +350,15 @@ class Runner:
             )
             _log.warning("malformed_message_kept", account=account.bot_id, inbox_id=row.id)
             return
-        msg = Message(bot, account, row)
-        ctx = Context(bot, account, row.user_id)
-        handler = next((h for h in bot.handlers if self._matches(h, msg)), None)
+        handler = next(
+            (h for h in bot.handlers if self._matches(h, Message(bot, account, row))), None
+        )
         attempt = 0
         while True:
             attempt += 1
+            # Each attempt numbers what it sends from 0 again, so a retry re-uses the ids of
+            # the previous attempt and nothing is sent twice (the error handler has its own).
+            msg, ctx = self._handling(account, row, "handler")
             try:
                 if handler is not None:
                     await call_flexibly(handler.func, msg, ctx)
@@ -349,6 +374,7 @@ class Runner:
                     handler=handler.name if handler else None,
                     attempt=attempt,
                 )
+                msg, ctx = self._handling(account, row, "error")
                 for on_error in bot.error_handlers:
                     try:
                         await call_flexibly(on_error, exc, msg, ctx)
@@ -369,6 +395,10 @@ class Runner:
                     )
                     return
                 await pause(backoff(attempt))
+
+    def _handling(self, account: Any, row: Any, namespace: str) -> tuple[Message, Context]:
+        ids = ReplyIds(account.bot_id, row, namespace)
+        return Message(self.bot, account, row, ids), Context(self.bot, account, row.user_id, ids)
 
     def _matches(self, handler: Any, msg: Message) -> bool:
         try:
