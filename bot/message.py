@@ -4,25 +4,24 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, MutableMapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, MutableMapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ilinkbot.ilink import MessageItem, WeixinMessage
 from ilinkbot.ilink.log import get_logger
 from ilinkbot.ilink.models import MessageItemType
 from ilinkbot.ilink.wire import derived_client_id
+from ilinkbot.store import Store
 
+from .config import Config
 from .outbox import SendResult, media_payload, text_payloads
 from .push import PushRequest
 
-if TYPE_CHECKING:
-    from .app import Bot
-
-__all__ = ["Context", "Message", "Quote", "ReplyIds", "UserData"]
+__all__ = ["Context", "HandlerRuntime", "Message", "Quote", "ReplyIds", "UserData"]
 
 T = TypeVar("T")
 
@@ -53,6 +52,38 @@ class Quote:
     text: str | None
 
 
+class HandlerRuntime(Protocol):
+    """What ``Message`` and ``Context`` need of the running bot (``bot.runtime.Runtime``)."""
+
+    config: Config
+
+    @property
+    def store(self) -> Store: ...
+
+    def bridge(self, coro: Coroutine[Any, Any, T]) -> Any: ...
+
+    async def submit(
+        self, account: Any, user: str, payloads: list[dict[str, Any]], client_ids: list[str]
+    ) -> SendResult: ...
+
+    async def push(
+        self,
+        request: PushRequest,
+        *,
+        to: str | list[str] | None,
+        account: str | None,
+        next_ids: Callable[[int], list[str]] | None = None,
+    ) -> SendResult: ...
+
+    def keep_media(self, source: str | Path | bytes, name: str) -> Path: ...
+
+    async def download(
+        self, wx: WeixinMessage, message_id: str, dest: str | Path | None
+    ) -> Any: ...
+
+    def typing(self, account: Any, user: str) -> AbstractAsyncContextManager[None]: ...
+
+
 class ReplyIds:
     """The ``client_id``s of what one run of a handler sends for one inbound message.
 
@@ -80,8 +111,14 @@ class Message:
     """One inbound message. What a handler sends for it (replies and ``ctx.send``) gets
     ``client_id``s from ``ids`` (see :class:`ReplyIds`), so a re-run sends nothing twice."""
 
-    def __init__(self, bot: Bot, account: Any, inbox_row: Any, ids: ReplyIds | None = None) -> None:
-        self._bot = bot
+    def __init__(
+        self,
+        runtime: HandlerRuntime,
+        account: Any,
+        inbox_row: Any,
+        ids: ReplyIds | None = None,
+    ) -> None:
+        self._runtime = runtime
         self.account = account
         self.inbox_id: int = inbox_row.id
         raw = inbox_row.raw if isinstance(inbox_row.raw, dict) else {}
@@ -152,11 +189,11 @@ class Message:
     def _bridge(self, coro: Coroutine[Any, Any, T]) -> Any:
         """Awaitable in async handlers; blocking (run on the bot's loop) in plain ``def``
         handlers, which run in a worker thread."""
-        return self._bot._bridge(coro)
+        return self._runtime.bridge(coro)
 
     def reply(self, text: str, *, title: str | None = None) -> Any:
         """Reply with text (long text is split; each chunk its own message)."""
-        payloads = text_payloads(text, title=title, chunk_size=self._bot.config.chunk_size)
+        payloads = text_payloads(text, title=title, chunk_size=self._runtime.config.chunk_size)
         return self._bridge(self._submit(payloads))
 
     def reply_image(self, image: str | Path | bytes, *, caption: str | None = None) -> Any:
@@ -172,7 +209,7 @@ class Message:
 
     async def _submit(self, payloads: list[dict[str, Any]]) -> SendResult:
         ids = self._ids.take(len(payloads))
-        return await self._bot._outbox.submit(self.account, self.user, payloads, client_ids=ids)
+        return await self._runtime.submit(self.account, self.user, payloads, ids)
 
     async def _submit_media(
         self,
@@ -181,8 +218,10 @@ class Message:
         caption: str | None,
         file_name: str | None = None,
     ) -> SendResult:
-        path = self._bot._spool(source, file_name or f"reply.{_ext(kind)}")
-        payloads = text_payloads(caption, chunk_size=self._bot.config.chunk_size) if caption else []
+        path = self._runtime.keep_media(source, file_name or f"reply.{_ext(kind)}")
+        payloads = (
+            text_payloads(caption, chunk_size=self._runtime.config.chunk_size) if caption else []
+        )
         payloads.append(media_payload(path, kind=kind, file_name=file_name))
         return await self._submit(payloads)
 
@@ -193,7 +232,7 @@ class Message:
         failure a retry would repeat; logged as ``download_failed``). Raises
         ``CdnDownloadError`` (``retryable``) for a transient CDN failure, so the handler is
         retried."""
-        return self._bridge(self._bot._download(self, dest))
+        return self._bridge(self._runtime.download(self.wx, self.message_id, dest))
 
 
 def _ext(kind: str) -> str:
@@ -232,9 +271,13 @@ class Context:
     are the message's :class:`ReplyIds`, so ``send`` is as repeat-safe as ``msg.reply``."""
 
     def __init__(
-        self, bot: Bot, account: Any, user: str | None = None, ids: ReplyIds | None = None
+        self,
+        runtime: HandlerRuntime,
+        account: Any,
+        user: str | None = None,
+        ids: ReplyIds | None = None,
     ) -> None:
-        self.bot = bot
+        self._runtime = runtime
         self.account = account
         self.user = user
         self._ids = ids
@@ -247,22 +290,22 @@ class Context:
         if self.user is None:
             raise RuntimeError("no user here: use ctx.user_data(user_id)")
         if self._data is None:
-            self._data = UserData(self.bot.store, self.account.bot_id, self.user)
+            self._data = UserData(self._runtime.store, self.account.bot_id, self.user)
         return self._data
 
     def user_data(self, user_id: str) -> UserData:
-        return UserData(self.bot.store, self.account.bot_id, user_id)
+        return UserData(self._runtime.store, self.account.bot_id, user_id)
 
     def send(self, text: str | None = None, *, to: str | None = None, **kw: Any) -> Any:
         """Push to ``to`` (default: this message's user, else the account's owner)."""
         to = to or self.user
         request = PushRequest(text, **kw)
         next_ids = self._ids.take if self._ids else None
-        sending = self.bot._push(request, to=to, account=self.account.bot_id, next_ids=next_ids)
-        return self.bot._bridge(sending)
+        sending = self._runtime.push(request, to=to, account=self.account.bot_id, next_ids=next_ids)
+        return self._runtime.bridge(sending)
 
     @asynccontextmanager
     async def typing(self, user: str | None = None) -> AsyncIterator[None]:
         """Show "typing…" to ``user`` while the block runs (best effort)."""
-        async with self.bot._typing(self.account, user or self.user or ""):
+        async with self._runtime.typing(self.account, user or self.user or ""):
             yield

@@ -306,14 +306,19 @@ class Outbox:
             rows = []
 
     async def release(self, account: Any, user_id: str) -> list[MessageOutcome]:
-        """The user just wrote: held rows go back to pending (merged into one digest when
-        ``held_digest`` is on) and are delivered first, in order."""
-        released = await self.svc.call(self.store.release_held, account.bot_id, user_id)
-        if not released:
+        """The user just wrote: held rows go back to pending and are delivered first, in
+        order."""
+        if not await self.unhold(account, user_id):
             return []
+        return await self.drain(account, user_id)
+
+    async def unhold(self, account: Any, user_id: str) -> bool:
+        """Held rows of ``user_id`` go back to pending (merged into one digest when
+        ``held_digest`` is on), ahead of anything sent after; whether there were any."""
+        released = await self.svc.call(self.store.release_held, account.bot_id, user_id)
         if self.config.held_digest and len(released) > 1:
             await self._merge_into_digest(account, user_id, released)
-        return await self.drain(account, user_id)
+        return bool(released)
 
     # ---- one row -----------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ def run(app: App) -> int:
     from ..loader import load_bot
 
     bot = load_bot(app.args.bot)
-    if bot._config is None or app.args.config:
+    if not bot.configured or app.args.config:
         bot.configure(app.config)
     if app.args.sandbox:
         from ilinkbot.ilink.log import configure_logging
