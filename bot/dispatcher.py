@@ -139,6 +139,7 @@ class Dispatcher:
             try:
                 if handler is not None:
                     await call_flexibly(handler.func, msg, ctx)
+                await ctx.flush()  # its data writes are stored before it counts as handled
                 await asyncio.to_thread(store.mark_handled, row.id)
                 return
             except asyncio.CancelledError:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, MutableMapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -240,30 +241,66 @@ def _ext(kind: str) -> str:
 
 
 class UserData(MutableMapping[str, Any]):
-    """Per-user key/value data persisted in the store (JSON values), written through."""
+    """Per-user key/value data persisted in the store (JSON values).
 
-    def __init__(self, store: Any, bot_id: str, user_id: str) -> None:
+    Reads come from a copy loaded once. In a plain ``def`` handler (a worker thread) a write
+    goes to the store before it returns. In an ``async`` handler, ``await data.set(k, v)`` and
+    ``await data.delete(k)`` write without blocking the loop; a plain ``data[k] = v`` there
+    updates the copy at once and is written in the background, in order, and the message is
+    marked handled only after every such write has reached the store."""
+
+    def __init__(self, store: Store, bot_id: str, user_id: str) -> None:
         self._store, self._bot_id, self._user = store, bot_id, user_id
         self._cache: dict[str, Any] = dict(store.get_user_data(bot_id, user_id))
+        self._last_write: asyncio.Task[None] | None = None
 
     def __getitem__(self, key: str) -> Any:
         return self._cache[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._store.set_user_value(self._bot_id, self._user, key, value)
         self._cache[key] = value
+        self._write(self._store.set_user_value, self._bot_id, self._user, key, value)
 
     def __delitem__(self, key: str) -> None:
         if key not in self._cache:
             raise KeyError(key)
-        self._store.delete_user_value(self._bot_id, self._user, key)
         del self._cache[key]
+        self._write(self._store.delete_user_value, self._bot_id, self._user, key)
 
     def __iter__(self) -> Iterator[str]:
         return iter(dict(self._cache))
 
     def __len__(self) -> int:
         return len(self._cache)
+
+    async def set(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key`` without blocking the event loop."""
+        self[key] = value
+        await self.flush()
+
+    async def delete(self, key: str) -> None:
+        del self[key]
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until every write made so far has reached the store."""
+        if self._last_write is not None:
+            await asyncio.shield(self._last_write)
+
+    def _write(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a worker thread: write through
+            fn(*args)
+            return
+        previous = self._last_write
+
+        async def write() -> None:
+            if previous is not None:
+                await previous  # in the order the handler wrote
+            await asyncio.to_thread(fn, *args)
+
+        self._last_write = asyncio.get_running_loop().create_task(write())
 
 
 class Context:
@@ -283,6 +320,7 @@ class Context:
         self._ids = ids
         self.log = get_logger("ilinkbot.handler", account=account.bot_id, user=user)
         self._data: UserData | None = None
+        self._opened: list[UserData] = []
 
     @property
     def data(self) -> UserData:
@@ -290,11 +328,18 @@ class Context:
         if self.user is None:
             raise RuntimeError("no user here: use ctx.user_data(user_id)")
         if self._data is None:
-            self._data = UserData(self._runtime.store, self.account.bot_id, self.user)
+            self._data = self.user_data(self.user)
         return self._data
 
     def user_data(self, user_id: str) -> UserData:
-        return UserData(self._runtime.store, self.account.bot_id, user_id)
+        data = UserData(self._runtime.store, self.account.bot_id, user_id)
+        self._opened.append(data)
+        return data
+
+    async def flush(self) -> None:
+        """Wait until every ``data`` write made through this context is stored."""
+        for data in self._opened:
+            await data.flush()
 
     def send(self, text: str | None = None, *, to: str | None = None, **kw: Any) -> Any:
         """Push to ``to`` (default: this message's user, else the account's owner)."""

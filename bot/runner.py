@@ -135,7 +135,11 @@ class Runner:
             if poller is None or not poller.polling:
                 _log.info("schedule_skipped", job=job.name, reason="account polled elsewhere")
                 return
-            await call_flexibly(job.func, Context(bot.runtime, acc, None))
+            ctx = Context(bot.runtime, acc, None)
+            try:
+                await call_flexibly(job.func, ctx)
+            finally:
+                await ctx.flush()
 
         await Scheduler(bot.jobs, run_job, bot.clock).run(self.stop)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -91,3 +92,42 @@ async def test_a_slow_held_delivery_does_not_stall_other_users(
     finally:
         runner.request_stop()
         assert await task == 0
+
+
+async def test_data_writes_in_async_handlers_do_not_block_the_loop(
+    config: Config, sb: Sandbox, store: Store, account: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_set = store.set_user_value
+
+    def slow_set(*args: Any) -> None:
+        import time
+
+        time.sleep(0.4)  # a slow database
+        real_set(*args)
+
+    monkeypatch.setattr(store, "set_user_value", slow_set)
+    bot = Bot(config, transport=sb.transport(), store=store)
+    ticks: list[float] = []
+
+    @bot.message(filters.text)
+    async def count(msg: Any, ctx: Any) -> None:
+        ctx.data["plain"] = 1  # sync syntax, written in the background
+        ctx.data["plain"] = 2  # ... in order
+        await ctx.data.set("awaited", msg.text)
+        assert store.get_user_data(account.bot_id, OWNER)["awaited"] == msg.text
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(asyncio.get_running_loop().time())
+            await asyncio.sleep(0.05)
+
+    tick = asyncio.create_task(ticker())
+    try:
+        row = await Dispatcher(bot, bot.runtime).feed(account, sb.user_says(OWNER, "hi"))
+    finally:
+        tick.cancel()
+        await bot.aclose()
+    assert row.handled_at is not None
+    assert store.get_user_data(account.bot_id, OWNER) == {"plain": 2, "awaited": "hi"}
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    assert len(ticks) > 10 and max(gaps) < 0.3, "the event loop kept running during writes"
