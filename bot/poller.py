@@ -76,7 +76,7 @@ class Poller:
                 if not got:
                     if not announced:
                         holder = await asyncio.to_thread(store.lease_holder, bot_id)
-                        _log.info("account_polled_elsewhere", account=bot_id, holder=holder)
+                        _log.debug("account_polled_elsewhere", account=bot_id, holder=holder)
                         announced = True
                     await self._sleep(ttl / 3)
                     continue
@@ -181,7 +181,7 @@ class Poller:
         if self.runtime.config.skip_backlog:
             rows = await self._skip_older(rows)
         if rows:
-            _log.info("handling_backlog", account=self.account.bot_id, count=len(rows))
+            _log.debug("handling_backlog", account=self.account.bot_id, count=len(rows))
         for row in rows:
             self.dispatcher.dispatch(self.account, row)
 

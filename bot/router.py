@@ -76,12 +76,16 @@ class Router:
         *,
         tz: str | None = None,
         account: str | None = None,
+        per_account: bool = False,
         name: str | None = None,
     ) -> Callable[[F], F]:
-        """Run ``func(ctx)`` at the times of a cron expression, e.g. ``"0 9 * * *"``."""
+        """Run ``func(ctx)`` at the times of a cron expression, e.g. ``"0 9 * * *"``: for
+        ``account``, or once for every polled account with ``per_account=True``. Without
+        either it runs only while there is exactly one account: it never guesses."""
 
         def deco(func: F) -> F:
-            self._own_jobs.append(Job(cron, func, tz=tz, account=account, name=name or ""))
+            job = Job(cron, func, tz=tz, account=account, name=name or "", per_account=per_account)
+            self._own_jobs.append(job)
             return func
 
         return deco

@@ -34,6 +34,10 @@ __all__ = ["Runner"]
 _log = get_logger("ilinkbot.runner")
 
 
+#: How often a running bot looks for accounts logged in, out or expired by other processes.
+ACCOUNTS_REFRESH_SECONDS = 2.0
+
+
 class Runner:
     def __init__(
         self, bot: Bot, *, accounts: list[str] | None = None, install_signals: bool = True
@@ -44,7 +48,13 @@ class Runner:
         self.stop = asyncio.Event()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started = datetime.now(UTC)
+        #: Every account polled during this run, by bot id (ended ones too).
         self.pollers: dict[str, Poller] = {}
+        self._running: dict[str, asyncio.Task[str]] = {}
+        self._changed = asyncio.Event()
+        self._dispatcher: Dispatcher | None = None
+        #: SIGINT/SIGTERM or request_stop(), as opposed to running out of accounts.
+        self.stop_requested = False
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -62,31 +72,35 @@ class Runner:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.request_stop)
-        dispatcher = Dispatcher(bot, runtime)
+        self._dispatcher = Dispatcher(bot, runtime)
         runtime.polling = True
-        _log.info("bot_started", accounts=[a.bot_id for a in accounts], owner=self.owner)
-        self.pollers = {
-            a.bot_id: Poller(
-                a, runtime, dispatcher, owner=self.owner, stop=self.stop, started=self.started
-            )
-            for a in accounts
-        }
-        tasks = [asyncio.create_task(p.run()) for p in self.pollers.values()]
-        jobs = asyncio.create_task(self._schedules(accounts))
-        sweeper = asyncio.create_task(spool.sweep_forever(runtime.service))
+        _log.info("bot_started", accounts=len(accounts), owner=self.owner)
+        for account in accounts:
+            self._start(account)
+        helpers = [
+            asyncio.create_task(self._watch_accounts()),
+            asyncio.create_task(self._schedules()),
+            asyncio.create_task(spool.sweep_forever(runtime.service)),
+        ]
         try:
-            results = await asyncio.gather(*tasks)
+            await self._until_done()
         finally:
             self.stop.set()
-            jobs.cancel()
-            sweeper.cancel()
-            await dispatcher.finish(bot.config.shutdown_grace_seconds)
+            for poller in self.pollers.values():
+                poller.stop.set()
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+            for task in helpers:
+                task.cancel()
+            await self._dispatcher.finish(bot.config.shutdown_grace_seconds)
             runtime.polling = False
             await bot.aclose()
-        if all(r == "expired" for r in results):
+        if self.stop_requested:
+            return int(Exit.OK)
+        if self.expired:
             _log.error("all_sessions_expired", hint="run `ilinkbot login`")
             return int(Exit.SESSION_EXPIRED)
-        return int(Exit.OK)
+        _log.error("no_account_left", hint="run `ilinkbot login`")
+        return int(Exit.NO_ACCOUNT)
 
     @property
     def expired(self) -> set[str]:
@@ -96,24 +110,85 @@ class Runner:
     def request_stop(self) -> None:
         if not self.stop.is_set():
             _log.info("stopping", hint="finishing running handlers")
+            self.stop_requested = True
             self.stop.set()
+            self._changed.set()
 
-    async def _accounts(self) -> list[Any]:
+    async def _until_done(self) -> None:
+        """Until a stop is requested, or no account is left to poll."""
+        while not self.stop.is_set():
+            self._changed.clear()
+            if not self._running:
+                return
+            await self._changed.wait()
+
+    # ---- accounts that come and go --------------------------------------------------------------
+
+    def _start(self, account: Any) -> None:
+        assert self._dispatcher is not None
+        poller = Poller(
+            account,
+            self.bot.runtime,
+            self._dispatcher,
+            owner=self.owner,
+            stop=asyncio.Event(),
+            started=self.started,
+        )
+        self.pollers[account.bot_id] = poller
+        task = asyncio.create_task(poller.run())
+        self._running[account.bot_id] = task
+
+        def ended(_: asyncio.Task[str], bot_id: str = account.bot_id) -> None:
+            if self._running.get(bot_id) is task:
+                del self._running[bot_id]
+            self._changed.set()
+
+        task.add_done_callback(ended)
+        _log.debug("account_started", account=account.bot_id)
+
+    async def _watch_accounts(self) -> None:
+        """Poll accounts logged in by another process (CLI, web page), and stop polling
+        those logged out or expired, within :data:`ACCOUNTS_REFRESH_SECONDS`."""
+        while not self.stop.is_set():
+            await asyncio.sleep(ACCOUNTS_REFRESH_SECONDS)
+            try:
+                active = {a.bot_id: a for a in await self._usable_accounts()}
+            except Exception:
+                _log.exception("accounts_refresh_failed")
+                continue
+            added = [a for bot_id, a in active.items() if bot_id not in self._running]
+            removed = [bot_id for bot_id in self._running if bot_id not in active]
+            for account in added:
+                self._start(account)
+            for bot_id in removed:
+                self.pollers[bot_id].stop.set()
+                _log.debug("account_stopped", account=bot_id, reason="no longer active")
+            if added or removed:
+                _log.info(
+                    "accounts_changed",
+                    added=len(added),
+                    removed=len(removed),
+                    polled=len(self._running),
+                )
+
+    async def _usable_accounts(self) -> list[Any]:
         store = self.bot.store
         if self.wanted:
             found = []
             for w in self.wanted:
                 acc = await asyncio.to_thread(find_account, store, w)
-                if acc is None:
-                    raise AccountError(f"no account {w!r}; see `ilinkbot status`")
-                found.append(acc)
+                if acc is not None:
+                    found.append(acc)
         else:
-            found = [
-                a
-                for a in await asyncio.to_thread(store.list_accounts)
-                if a.state == "active" and a.token
-            ]
-        usable = [a for a in found if a.state == "active" and a.token]
+            found = await asyncio.to_thread(store.list_accounts)
+        return [a for a in found if a.state == "active" and a.token]
+
+    async def _accounts(self) -> list[Any]:
+        store = self.bot.store
+        for w in self.wanted or []:
+            if await asyncio.to_thread(find_account, store, w) is None:
+                raise AccountError(f"no account {w!r}; see `ilinkbot status`")
+        usable = await self._usable_accounts()
         if not usable:
             # Never start a QR login from a background process: say what to do instead.
             await asyncio.to_thread(choose_account, store, None)  # raises the right error
@@ -122,32 +197,46 @@ class Runner:
 
     # ---- schedules --------------------------------------------------------------------------
 
-    async def _schedules(self, accounts: list[Any]) -> None:
+    async def _schedules(self) -> None:
         bot = self.bot
         if not bot.jobs:
             return
 
         async def run_job(job: Job) -> None:
-            acc = self._job_account(job, accounts)
-            if acc is None:
-                return
-            poller = self.pollers.get(acc.bot_id)
-            if poller is None or not poller.polling:
-                _log.info("schedule_skipped", job=job.name, reason="account polled elsewhere")
-                return
-            ctx = Context(bot.runtime, acc, None)
-            try:
-                await call_flexibly(job.func, ctx)
-            finally:
-                await ctx.flush()
+            for account in self._job_accounts(job):
+                ctx = Context(bot.runtime, account, None)
+                try:
+                    await call_flexibly(job.func, ctx)
+                except Exception:
+                    _log.exception("job_failed", job=job.name, account=account.bot_id)
+                finally:
+                    await ctx.flush()
 
         await Scheduler(bot.jobs, run_job, bot.clock).run(self.stop)
 
-    def _job_account(self, job: Job, accounts: list[Any]) -> Any:
+    def _job_accounts(self, job: Job) -> list[Any]:
+        """The accounts ``job`` runs for now: its own, every account polled here with
+        ``per_account``, or the only one. With several and neither, it never guesses."""
+        polled = [p.account for p in self.pollers.values() if p.polling]
         if job.account:
-            for a in accounts:
+            for p in self.pollers.values():
+                a = p.account
                 if job.account in (a.bot_id, a.bot_id.replace("@im.bot", "-im-bot")):
-                    return a
+                    if p.polling:
+                        return [a]
+                    _log.info("schedule_skipped", job=job.name, reason="account polled elsewhere")
+                    return []
             _log.warning("schedule_account_missing", job=job.name, account=job.account)
-            return None
-        return accounts[0]
+            return []
+        if job.per_account:
+            return polled
+        if len(self.pollers) > 1:
+            _log.error(
+                "schedule_ambiguous",
+                job=job.name,
+                hint="several accounts: give the job account=... or per_account=True",
+            )
+            return []
+        if not polled:
+            _log.info("schedule_skipped", job=job.name, reason="account polled elsewhere")
+        return polled
