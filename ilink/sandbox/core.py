@@ -18,6 +18,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import math
 import random
 import re
 import secrets
@@ -45,6 +46,7 @@ __all__ = [
     "SandboxError",
     "SandboxRequest",
     "SandboxResponse",
+    "check_faults",
 ]
 
 log = get_logger("ilink.sandbox")
@@ -117,6 +119,21 @@ _HEX32_ANYCASE: Final = re.compile(r"^[0-9a-fA-F]{32}$")
 _DECIMAL: Final = re.compile(r"^(0|[1-9][0-9]*)$")
 
 
+def check_faults(faults: list[str]) -> None:
+    """Raise ``ValueError`` unless every entry is a fault :meth:`Sandbox.queue_faults` knows."""
+    for fault in faults:
+        kind, colon, arg = fault.partition(":")
+        if kind not in FAULT_KINDS or (colon and kind != "delay"):
+            raise ValueError(f"unknown fault {fault!r}")
+        if colon:
+            try:
+                seconds = float(arg)
+            except ValueError:
+                seconds = math.nan
+            if not 0 <= seconds < math.inf:
+                raise ValueError(f"fault {fault!r}: the delay is not a number of seconds")
+
+
 class SandboxError(Exception):
     """An admin call that cannot be honoured (no bot, no QR code, expired QR ...)."""
 
@@ -135,6 +152,10 @@ def _need(cond: object, rule: str, detail: str) -> None:
 
 def _is_int(value: object) -> bool:
     return type(value) is int
+
+
+def _is_number(value: object) -> bool:
+    return type(value) in (int, float)
 
 
 def _has_null(value: object) -> bool:
@@ -652,6 +673,11 @@ class Sandbox:
         ``reset_after_processing``; else with ``delay_rate`` wait ``delay_seconds``.
         """
         name = self._fault_endpoint(endpoint)
+        rates = (http_5xx_rate, reset_rate, reset_after_processing, delay_rate)
+        if not all(_is_number(r) and 0 <= r <= 1 for r in rates):
+            raise ValueError("fault rates must be numbers between 0 and 1")
+        if not (_is_number(delay_seconds) and 0 <= delay_seconds < math.inf):
+            raise ValueError("delay_seconds must be a number of seconds")
         spec = _FaultSpec(
             http_5xx_rate=http_5xx_rate,
             reset_rate=reset_rate,
@@ -667,11 +693,7 @@ class Sandbox:
         """Deterministic next faults: ``"500"``, ``"reset_before"``, ``"reset_after"``,
         ``"delay"`` (or ``"delay:<seconds>"``), consumed one per request, in order."""
         name = self._fault_endpoint(endpoint)
-        for f in faults:
-            if f.split(":", 1)[0] not in FAULT_KINDS:
-                raise ValueError(f"unknown fault {f!r}")
-            if f.startswith("delay:"):
-                float(f.split(":", 1)[1])
+        check_faults(faults)
         with self._lock:
             self._fault_queue.setdefault(name, deque()).extend(faults)
 
@@ -843,6 +865,27 @@ class Sandbox:
             raise SandboxError(f"unknown bot {bot_id}")
         return bot
 
+    def _recipient(self, user_id: str, bot_id: str | None) -> _Bot:
+        """The logged-in bot ``user_id`` writes to; never a guess between several."""
+        if bot_id is not None:
+            bot = self._bot(bot_id)
+            if bot.expired:
+                raise SandboxError(f"bot {bot_id} is logged out (its session expired)")
+            return bot
+        live = [b for b in self._bots.values() if not b.expired]
+        if not live:
+            raise SandboxError("no bot is logged in")
+        # Bound: the user owns the bot or already wrote to it. A stranger may write to
+        # the only live bot, as to a freshly logged-in one after a re-login.
+        bound = [b for b in live if b.owner == user_id or user_id in b.users]
+        candidates = bound or live
+        if len(candidates) > 1:
+            ids = ", ".join(b.bot_id for b in candidates)
+            raise SandboxError(
+                f"{user_id} could write to {len(candidates)} bots ({ids}): pass bot_id"
+            )
+        return candidates[0]
+
     def _store_user_media(self, plain: bytes, encrypted: bool = True) -> tuple[str, bytes, int]:
         key = secrets.token_bytes(16)
         blob = _aes_encrypt(key, plain) if encrypted else plain
@@ -877,17 +920,23 @@ class Sandbox:
         image_key_form: ImageKeyForm = "hex",
         bot_id: str | None = None,
     ) -> dict[str, Any]:
-        """Inject what ``user_id`` writes to a bot (default: the newest bot).
+        """Inject what ``user_id`` writes to a logged-in bot.
+
+        Without ``bot_id`` the bot is the one live bot ``user_id`` owns or already wrote
+        to, else the only live bot; several candidates, or none, raise
+        :class:`SandboxError`, as does a ``bot_id`` whose session expired.
 
         Issues a fresh ``context_token``, (re)opens the user's reply window and queues the
         ``WeixinMessage`` for getupdates; returns a copy of it.
         """
+        if not isinstance(user_id, str) or not user_id:
+            raise SandboxError("user_says needs a user id")
         if all(x is None for x in (text, image, file, video, voice_text)):
             raise SandboxError("user_says needs text or media")
         if image_key_form not in ("hex", "base64_raw", "base64_hex", "none"):
             raise SandboxError(f"unknown image_key_form {image_key_form!r}")
         with self._lock:
-            bot = self._bot(bot_id)
+            bot = self._recipient(user_id, bot_id)
             now = self.now()
             ms = int(now * 1000)
             items: list[dict[str, Any]] = []
