@@ -280,6 +280,8 @@ class _Bot:
     seq: int = 0
     users: dict[str, _User] = field(default_factory=dict)
     client_ids: dict[str, int] = field(default_factory=dict)
+    # Wakes only this bot's long polls: a message for one bot must not stir every waiter.
+    updates: _Notifier = field(default_factory=lambda: _Notifier())
 
 
 @dataclass
@@ -316,7 +318,10 @@ class _FaultSpec:
 
 
 class _Notifier:
-    """Wake long polls in any thread / event loop when the state changed."""
+    """Wake long polls in any thread / event loop when what they wait on changed.
+
+    The sandbox has one for login (QR status) polls and one per bot for its getupdates.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -394,7 +399,7 @@ class Sandbox:
         redirect_host: str = "idc2.ilink.sandbox",
     ) -> None:
         self._lock = threading.Lock()
-        self._notifier = _Notifier()
+        self._qr_notifier = _Notifier()
         self._defaults = (quota, window_seconds, longpoll_seconds, qr_poll_seconds)
         self._api_base = api_base.rstrip("/")
         self._cdn_base = cdn_base.rstrip("/")
@@ -433,8 +438,11 @@ class Sandbox:
     def reset(self) -> None:
         """Forget everything (bots, QR codes, messages, records, faults, clock offset)."""
         with self._lock:
+            dropped = list(self._bots.values())
             self._reset_locked()
-        self._notifier.notify()
+        self._qr_notifier.notify()
+        for bot in dropped:  # their long polls answer -14 now
+            bot.updates.notify()
 
     @property
     def api_base(self) -> str:
@@ -475,7 +483,7 @@ class Sandbox:
         with self._lock:
             self._offset += float(seconds)
             now = self.now()
-        self._notifier.notify()
+        self._qr_notifier.notify()
         return now
 
     # ------------------------------------------------------------------ records
@@ -644,7 +652,7 @@ class Sandbox:
                 "longpoll_seconds": self.longpoll_seconds,
                 "qr_poll_seconds": self.qr_poll_seconds,
             }
-        self._notifier.notify()
+        self._qr_notifier.notify()
         return config
 
     # ------------------------------------------------------------------ faults
@@ -757,7 +765,7 @@ class Sandbox:
             if qr.status == "wait":
                 qr.status = "scaned"
             summary = self._qr_summary(qr)
-        self._notifier.notify()
+        self._qr_notifier.notify()
         return summary
 
     def confirm(
@@ -796,7 +804,7 @@ class Sandbox:
                     "user_id": user_id,
                 }
         log.info("sandbox.login", status=result["status"], bot_id=result["bot_id"])
-        self._notifier.notify()
+        self._qr_notifier.notify()
         return result
 
     def _new_bot(self, owner: str) -> _Bot:
@@ -822,7 +830,7 @@ class Sandbox:
             qr = self._qr(qrcode)
             self._require_open(qr)
             qr.status = "expired"
-        self._notifier.notify()
+        self._qr_notifier.notify()
 
     def require_verify_code(self, code: str, qrcode: str | None = None) -> None:
         """The server wants the number shown on the phone: status ``need_verifycode``
@@ -833,7 +841,7 @@ class Sandbox:
             qr.verify_code = str(code)
             qr.wrong_codes = 0
             qr.status = "need_verifycode"
-        self._notifier.notify()
+        self._qr_notifier.notify()
 
     def redirect(self, qrcode: str | None = None) -> None:
         """The scanning account lives in the other IDC: the API host answers
@@ -844,14 +852,14 @@ class Sandbox:
             qr.redirected = True
             if qr.status == "wait":
                 qr.status = "scaned"
-        self._notifier.notify()
+        self._qr_notifier.notify()
 
     def block_verify(self, qrcode: str | None = None) -> None:
         with self._lock:
             qr = self._qr(qrcode)
             self._require_open(qr)
             qr.status = "verify_code_blocked"
-        self._notifier.notify()
+        self._qr_notifier.notify()
 
     # ------------------------------------------------------------------ users
 
@@ -1032,7 +1040,7 @@ class Sandbox:
             bot.inbox.append(msg)
             result = copy.deepcopy(msg)
         log.info("sandbox.user_says", bot_id=bot.bot_id, user_id=user_id, items=len(items))
-        self._notifier.notify()
+        bot.updates.notify()
         return result
 
     def expire_session(self, bot_id: str | None = None) -> None:
@@ -1041,7 +1049,8 @@ class Sandbox:
             targets = list(self._bots.values()) if bot_id is None else [self._bot(bot_id)]
             for bot in targets:
                 bot.expired = True
-        self._notifier.notify()
+        for bot in targets:
+            bot.updates.notify()
 
     def cdn_object(self, encrypted_query_param: str) -> bytes | None:
         """The stored CDN blob for a download parameter (ciphertext), if any."""
@@ -1352,8 +1361,8 @@ class Sandbox:
                 ):
                     qr.answered[via_redirect] = status
                     return SandboxResponse.json(view)
-                generation = self._notifier.generation
-            await self._notifier.wait(generation, deadline - time.monotonic())
+                generation = self._qr_notifier.generation
+            await self._qr_notifier.wait(generation, deadline - time.monotonic())
 
     # getupdates ---------------------------------------------------------------
 
@@ -1401,8 +1410,8 @@ class Sandbox:
                             "longpolling_timeout_ms": LONGPOLLING_TIMEOUT_MS,
                         }
                     )
-                generation = self._notifier.generation
-            await self._notifier.wait(generation, deadline - time.monotonic())
+                generation = bot.updates.generation
+            await bot.updates.wait(generation, deadline - time.monotonic())
 
     # sendmessage ------------------------------------------------------------
 
