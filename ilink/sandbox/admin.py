@@ -9,10 +9,11 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
-from .core import FAULT_ENDPOINTS, SandboxError, SandboxResponse, check_faults
+from .faults import check_faults
+from .model import FAULT_ENDPOINTS, Headers, SandboxError, SandboxResponse
 
 if TYPE_CHECKING:
-    from .core import Sandbox, _Headers
+    from .core import Sandbox
 
 __all__ = ["ADMIN_ROUTES", "handle_admin"]
 
@@ -139,7 +140,7 @@ def _qr_page(sb: Sandbox, code: str) -> SandboxResponse:
     return SandboxResponse.text(page, 200, "text/html")
 
 
-def _form_or_json(body: bytes, headers: _Headers) -> dict[str, Any]:
+def _form_or_json(body: bytes, headers: Headers) -> dict[str, Any]:
     ctype = (headers.one("content-type") or "").lower()
     if ctype.startswith("application/x-www-form-urlencoded"):
         form = parse_qs(body.decode("utf-8", "replace"))
@@ -166,7 +167,7 @@ def handle_admin(
     rest: str,
     query: dict[str, list[str]],
     body: bytes,
-    headers: _Headers,
+    headers: Headers,
 ) -> SandboxResponse:
     """Serve ``/_sandbox/<rest>``."""
     parts = [unquote(p) for p in rest.split("/") if p]
@@ -186,7 +187,7 @@ def _dispatch(
     parts: list[str],
     query: dict[str, list[str]],
     body: bytes,
-    headers: _Headers,
+    headers: Headers,
 ) -> SandboxResponse:
     params = _query(query, "user_id") if parts == ["delivered"] else _query(query)
     if method == "GET":
