@@ -24,6 +24,7 @@ from ilinkbot.ilink.log import get_logger
 from .dispatcher import Dispatcher
 from .inbound import absorb_batch, writers
 from .runtime import Runtime
+from .share import LeaseShare
 from .waiting import pause
 
 __all__ = ["Poller"]
@@ -33,6 +34,8 @@ _log = get_logger("ilinkbot.poller")
 #: Pause after a failed poll, and after three failures in a row (PROTOCOL.md §3.4).
 RETRY_SECONDS = 2.0
 RETRY_AFTER_THREE_SECONDS = 30.0
+#: How often a poller without the lease tries again (at most; a third of the lease if less).
+RETRY_LEASE_SECONDS = 2.0
 #: How often a running bot drains the outbox (rows left by retries or other processes).
 DRAIN_EVERY_SECONDS = 15.0
 
@@ -47,12 +50,17 @@ class Poller:
         owner: str,
         stop: asyncio.Event,
         started: datetime,
+        share: LeaseShare | None = None,
     ) -> None:
         self.account = account
         self.runtime = runtime
         self.dispatcher = dispatcher
         self.owner = owner
         self.stop = stop
+        self.share = share or LeaseShare()
+        #: Set to give the account up (this worker is over its share): the lease is released
+        #: and another worker takes the account.
+        self.shed = asyncio.Event()
         #: With ``skip_backlog``, unhandled rows stored before this are marked handled.
         self.started = started
         #: True while this process holds the lease and polls.
@@ -69,24 +77,33 @@ class Poller:
         store = self.runtime.store
         bot_id = self.account.bot_id
         ttl = self.runtime.config.poll_lease_seconds
+        retry = min(ttl / 3, RETRY_LEASE_SECONDS)
         announced = False
         try:
             while not self.stop.is_set():
+                if not self.share.try_take(bot_id):
+                    await self._sleep(retry)  # this worker polls its share already
+                    continue
                 got = await asyncio.to_thread(store.acquire_lease, bot_id, self.owner, ttl)
                 if not got:
+                    self.share.give_back(bot_id)
                     if not announced:
                         holder = await asyncio.to_thread(store.lease_holder, bot_id)
                         _log.debug("account_polled_elsewhere", account=bot_id, holder=holder)
                         announced = True
-                    await self._sleep(ttl / 3)
+                    await self._sleep(retry)
                     continue
                 announced = False
                 try:
                     outcome = await self._poll()
                 finally:
                     await asyncio.to_thread(store.release_lease, bot_id, self.owner)
+                    self.share.give_back(bot_id)
                 if outcome in ("expired", "stopped"):
                     return outcome
+                if outcome == "shed":
+                    self.shed.clear()
+                    await self._sleep(ttl)  # long enough for an under-share worker to take it
             return "stopped"
         finally:
             for task in self._tasks:
@@ -126,12 +143,17 @@ class Poller:
                 if lost.is_set():
                     _log.warning("lease_lost", account=account.bot_id)
                     return "lost"
+                if self.shed.is_set():
+                    _log.debug("account_shed", account=account.bot_id)
+                    return "shed"
                 poll = asyncio.create_task(client.get_updates(cursor))
-                stopper = asyncio.create_task(_first_of(self.stop, lost))
+                stopper = asyncio.create_task(_first_of(self.stop, lost, self.shed))
                 await asyncio.wait({poll, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 stopper.cancel()
                 if not poll.done():
                     poll.cancel()
+                    if self.shed.is_set() and not self.stop.is_set():
+                        return "shed"
                     break
                 try:
                     batch = poll.result()

@@ -25,6 +25,7 @@ from .exitcodes import Exit
 from .message import Context
 from .poller import Poller
 from .scheduler import Job, Scheduler
+from .share import LeaseShare
 
 if TYPE_CHECKING:
     from .app import Bot
@@ -53,6 +54,8 @@ class Runner:
         self._running: dict[str, asyncio.Task[str]] = {}
         self._changed = asyncio.Event()
         self._dispatcher: Dispatcher | None = None
+        #: This process's share of the accounts when several processes poll one store.
+        self.share = LeaseShare()
         #: SIGINT/SIGTERM or request_stop(), as opposed to running out of accounts.
         self.stop_requested = False
 
@@ -73,6 +76,7 @@ class Runner:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.request_stop)
         self._dispatcher = Dispatcher(bot, runtime)
+        await self._update_share(len(accounts))
         runtime.polling = True
         _log.info("bot_started", accounts=len(accounts), owner=self.owner)
         for account in accounts:
@@ -92,6 +96,7 @@ class Runner:
             for task in helpers:
                 task.cancel()
             await self._dispatcher.finish(bot.config.shutdown_grace_seconds)
+            await asyncio.to_thread(bot.store.retire_worker, self.owner)
             runtime.polling = False
             await bot.aclose()
         if self.stop_requested:
@@ -133,6 +138,7 @@ class Runner:
             owner=self.owner,
             stop=asyncio.Event(),
             started=self.started,
+            share=self.share,
         )
         self.pollers[account.bot_id] = poller
         task = asyncio.create_task(poller.run())
@@ -158,18 +164,42 @@ class Runner:
                 continue
             added = [a for bot_id, a in active.items() if bot_id not in self._running]
             removed = [bot_id for bot_id in self._running if bot_id not in active]
-            for account in added:
-                self._start(account)
             for bot_id in removed:
                 self.pollers[bot_id].stop.set()
                 _log.debug("account_stopped", account=bot_id, reason="no longer active")
+            try:  # before starting, so that a new account finds room in this worker's share
+                await self._update_share(len(active))
+            except Exception:
+                _log.exception("heartbeat_failed")
+            for account in added:
+                self._start(account)
             if added or removed:
                 _log.info(
                     "accounts_changed",
                     added=len(added),
                     removed=len(removed),
-                    polled=len(self._running),
+                    accounts=len(self._running),
                 )
+
+    async def _update_share(self, accounts: int) -> None:
+        """Heartbeat, then poll at most a fair share of the accounts: let go of the excess
+        (another worker takes it). Accounts named on the command line are never shared."""
+        ttl = self.bot.config.poll_lease_seconds
+        workers = await asyncio.to_thread(self.bot.store.heartbeat_worker, self.owner, ttl)
+        if self.wanted:
+            return
+        before = self.share.limit
+        self.share.update(accounts, workers)
+        if self.share.limit != before:
+            _log.info("share_changed", workers=workers, accounts=accounts, limit=self.share.limit)
+        staying = [
+            p
+            for p in self.pollers.values()
+            if p.polling and not p.shed.is_set() and not p.stop.is_set()
+        ]
+        limit = self.share.limit or 0
+        for poller in staying[limit:]:
+            poller.shed.set()
 
     async def _usable_accounts(self) -> list[Any]:
         store = self.bot.store

@@ -259,6 +259,16 @@ leases = Table(
     Column("expires_at", UTCDateTime, nullable=False),
 )
 
+#: Processes running a receive loop on this store, each with a heartbeat: how many share the
+#: accounts, so that each polls its fair share.
+workers = Table(
+    "workers",
+    metadata,
+    Column("owner", String(255), primary_key=True),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
 pending_login = Table(
     "pending_login",
     metadata,

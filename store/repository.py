@@ -62,6 +62,7 @@ from .models import (
     pending_login,
     require_aware,
     user_data,
+    workers,
 )
 
 __all__ = ["Store", "new_client_id"]
@@ -1186,6 +1187,28 @@ class Store:
     def release_lease(self, bot_id: str, owner: str) -> None:
         with self._write() as conn:
             conn.execute(delete(leases).where(leases.c.bot_id == bot_id, leases.c.owner == owner))
+
+    def heartbeat_worker(self, owner: str, ttl_seconds: float) -> int:
+        """Say ``owner`` (a running receive loop) is alive for ``ttl_seconds`` more, forget
+        workers whose heartbeat ran out, and return how many are alive, ``owner`` included."""
+        now = self._now()
+        stmt = self._insert(workers).values(
+            owner=owner, seen_at=now, expires_at=now + timedelta(seconds=ttl_seconds)
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[workers.c.owner],
+            set_={"seen_at": stmt.excluded.seen_at, "expires_at": stmt.excluded.expires_at},
+        )
+        with self._write() as conn:
+            conn.execute(stmt)
+            conn.execute(delete(workers).where(workers.c.expires_at < now))
+            alive = conn.execute(select(func.count()).select_from(workers)).scalar_one()
+        return int(alive)
+
+    def retire_worker(self, owner: str) -> None:
+        """``owner`` stops: the others take its share at once instead of after its TTL."""
+        with self._write() as conn:
+            conn.execute(delete(workers).where(workers.c.owner == owner))
 
     def lease_holder(self, bot_id: str) -> str | None:
         """The current holder, or None if the lease is free or expired."""
