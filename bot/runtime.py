@@ -120,6 +120,7 @@ class Runtime:
                 ref,
                 dest=Path(dest) if dest else None,
                 max_bytes=self.config.media_max_bytes,
+                allowed_domains=self.config.cdn_download_domains,
             )
         except (MediaRefused, CdnDownloadError) as exc:
             # A refusal (too large, foreign URL, bad key) or a definite failure is the same
