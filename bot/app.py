@@ -95,7 +95,9 @@ class Bot(Router):
     def runtime(self) -> Runtime:
         """Store, HTTP, outbox, typing and media: made on first use, closed by ``aclose``."""
         if self._runtime is None:
-            self._runtime = Runtime(self.config, store=self._store, transport=self._transport)
+            self._runtime = Runtime(
+                self.config, store=self._store, transport=self._transport, clock=self.clock
+            )
         return self._runtime
 
     @property

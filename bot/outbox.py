@@ -1,9 +1,10 @@
 """The outbox: every outgoing message is a stored row first, then delivered honestly.
 
-A row keeps its ``client_id`` from creation through every retry (the server
-de-duplicates by it). A row that cannot go out because the reply window is closed
-(predicted, or answered ``ret=-2``) is *held*, never dropped and never reported as
-delivered; when that user writes again, held rows go out first, in order.
+A row keeps its ``client_id`` from creation through every retry (whether the server drops a
+repeated one is unknown; delivery is at-least-once either way). A row that cannot go out
+because the reply window is closed (predicted, or answered ``ret=-2``) is *held*, never
+dropped and never reported as delivered; when that user writes again, held rows go out
+first, in order.
 """
 
 from __future__ import annotations
@@ -237,8 +238,8 @@ class Outbox:
             return await self._drain(account, user_id, claimed, peers, sent)
         finally:
             # Delivered rows are marked together, once per pass: a crash before this line
-            # re-sends them after their lease with the same client_id, and the server
-            # drops the repeats.
+            # re-sends them after their lease with the same client_id (at-least-once: whether
+            # the server drops a repeated client_id is unknown).
             if sent:
                 await self.svc.write(self.store.mark_sent_many, sent)
 

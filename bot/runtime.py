@@ -24,7 +24,9 @@ from . import spool
 from .config import Config
 from .outbox import Outbox, SendResult
 from .push import PushRequest, push
+from .scheduler import Clock
 from .service import Service
+from .typing_ticket import TypingTickets
 
 __all__ = ["Runtime"]
 
@@ -32,7 +34,6 @@ T = TypeVar("T")
 _log = get_logger("ilinkbot.bot")
 
 TYPING_KEEPALIVE_SECONDS = 5.0
-TYPING_TICKET_TTL_SECONDS = 12 * 3600
 
 
 class Runtime:
@@ -44,6 +45,7 @@ class Runtime:
         *,
         store: Store | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.service = Service(config, store=store, transport=transport)
@@ -52,7 +54,7 @@ class Runtime:
         self.polling = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._tickets: dict[tuple[str, str], tuple[str, float]] = {}
+        self._tickets = TypingTickets(clock)
 
     @property
     def store(self) -> Store:
@@ -120,6 +122,7 @@ class Runtime:
                 ref,
                 dest=Path(dest) if dest else None,
                 max_bytes=self.config.media_max_bytes,
+                allowed_domains=self.config.cdn_download_domains,
             )
         except (MediaRefused, CdnDownloadError) as exc:
             # A refusal (too large, foreign URL, bad key) or a definite failure is the same
@@ -158,18 +161,10 @@ class Runtime:
             _log.debug("typing_failed", user=user, error=str(exc))
 
     async def _ticket(self, account: Any, user: str) -> str:
-        key = (account.bot_id, user)
-        loop = asyncio.get_running_loop()
-        cached = self._tickets.get(key)
-        if cached and cached[1] > loop.time():
-            return cached[0]
-        peer = await self.service.read(self.store.get_peer, account.bot_id, user)
-        try:
-            ticket = await self.service.client(account).get_config(
-                user, peer.context_token if peer else None
-            )
-        except IlinkError as exc:
-            _log.debug("getconfig_failed", user=user, error=str(exc))
-            return cached[0] if cached else ""
-        self._tickets[key] = (ticket, loop.time() + TYPING_TICKET_TTL_SECONDS)
-        return ticket
+        async def fetch() -> str:
+            peer = await self.service.read(self.store.get_peer, account.bot_id, user)
+            token = peer.context_token if peer else None
+            ticket: str = await self.service.client(account).get_config(user, token)
+            return ticket
+
+        return await self._tickets.get((account.bot_id, user), fetch)

@@ -232,6 +232,18 @@ async def test_upload_url_and_light_calls() -> None:
     }
 
 
+async def test_getconfig_counts_only_ret_zero() -> None:
+    rec = Recorder({"typing_ticket": "TT"})  # no ret: not a success, whatever else it holds
+    client = make(rec)
+    with pytest.raises(ProtocolError, match="no ret"):
+        await client.get_config("u@im.wechat")
+    rec.answer = {}
+    with pytest.raises(ProtocolError):
+        await client.get_config("u@im.wechat")
+    rec.answer = {"ret": 0}
+    assert await client.get_config("u@im.wechat") == ""
+
+
 async def test_timeouts_per_endpoint() -> None:
     rec = Recorder({"ret": 0, "qrcode": "q", "qrcode_img_content": "u", "upload_param": "p"})
     client = make(rec)

@@ -37,7 +37,7 @@ async def main(api, token):
 async def echo(c, m):
     body = build_send_body(m.from_user_id, MessageItem.text("echo: " + m.items[0].text_item.text),
                            client_id=new_client_id(), context_token=m.context_token)
-    for attempt in range(100):  # the same client_id each time: the server de-duplicates
+    for attempt in range(100):  # the same client_id each time: the sandbox de-duplicates
         try:
             async with SEM:
                 return await c.send_message(body)

@@ -204,7 +204,8 @@ class Outbound:
             if itype == 4:
                 record["file_name"] = sub["file_name"]
 
-        # Accepted by the rules; now the server's delivery policy.
+        # Accepted by the rules; now the server's delivery policy. Dropping a repeated
+        # client_id is the sandbox's assumption: what the real server does is unknown.
         if cid in bot.client_ids:
             return {"ret": 0, "message_id": bot.client_ids[cid]}
         info = {"bot_id": bot.bot_id, "user_id": to, "client_id": cid}
