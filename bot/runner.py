@@ -155,8 +155,10 @@ class Runner:
     async def _watch_accounts(self) -> None:
         """Poll accounts logged in by another process (CLI, web page), and stop polling
         those logged out or expired, within :data:`ACCOUNTS_REFRESH_SECONDS`."""
+        # A third of the lease at most, so a dead worker's share moves on soon after it.
+        every = min(ACCOUNTS_REFRESH_SECONDS, self.bot.config.poll_lease_seconds / 3)
         while not self.stop.is_set():
-            await asyncio.sleep(ACCOUNTS_REFRESH_SECONDS)
+            await asyncio.sleep(every)
             try:
                 active = {a.bot_id: a for a in await self._usable_accounts()}
             except Exception:
