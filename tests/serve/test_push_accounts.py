@@ -1,11 +1,13 @@
-"""``POST /push`` with several accounts (issue 13): it never guesses."""
+"""``POST /push`` with several accounts (issue 13): it never guesses, and text that is not
+valid UTF-8 still goes out."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
-from ilinkbot.bot.testing import sandbox_login
+from ilinkbot.bot.testing import capture_logs, sandbox_login
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
 
@@ -44,3 +46,20 @@ async def test_two_accounts_without_account_is_409_unless_a_default_is_set(
     assert r.status_code == 503, r.text
     assert f"default account {other.bot_id} is logged out" in r.json()["error"]
     assert len(sb.delivered()) == 2
+
+
+async def test_json_body_with_a_lone_surrogate_is_sent_with_a_replacement(
+    client: httpx.AsyncClient, sb: Sandbox, account: Any, store: Store
+) -> None:
+    sb.user_says(OWNER, "hi")
+    body = '{"message": "disk \\ud800 full", "title": "web-1"}'
+    with capture_logs() as logs:
+        r = await client.post(
+            "/push", content=body.encode(), headers={**AUTH, "Content-Type": "application/json"}
+        )
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "delivered"
+    assert sb.delivered(OWNER)[-1]["text"] == "web-1\n\ndisk \ufffd full"
+    assert any(e["event"] == "text_not_utf8" for e in logs), logs
+    (row,) = store.list_outbox(account.bot_id)
+    assert json.dumps(row.payload)  # stored as valid text
