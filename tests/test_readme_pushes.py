@@ -23,15 +23,28 @@ from .processes import OWNER, ROOT, env_for, login, write_config
 BOB = "bob@im.wechat"
 
 
-def pushes_lines() -> list[str]:
-    """The shell lines of the first ```sh block under "## Pushes"."""
+def pushes_block(kind: str) -> list[str]:
+    """The lines of the first ```KIND block under "## Pushes"."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("\n## Pushes\n", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert block, "the Pushes section has no sh block"
-    lines = [ln for ln in block.group(1).splitlines() if ln.strip()]
+    block = re.search(rf"```{kind}\n(.*?)```", section, re.S)
+    assert block, f"the Pushes section has no {kind} block"
+    return [ln for ln in block.group(1).splitlines() if ln.strip()]
+
+
+def pushes_lines() -> list[str]:
+    lines = pushes_block("sh")
     assert all("ilinkbot " in ln for ln in lines), lines
     return lines
+
+
+def shim(bin_dir: Path) -> Path:
+    """An ``ilinkbot`` executable that runs this checkout's CLI."""
+    bin_dir.mkdir()
+    path = bin_dir / "ilinkbot"
+    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m ilinkbot.bot.cli "$@"\n')
+    path.chmod(0o755)
+    return path
 
 
 def test_readme_pushes_lines_run_as_printed(tmp_path: Path) -> None:
@@ -44,11 +57,7 @@ def test_readme_pushes_lines_run_as_printed(tmp_path: Path) -> None:
         sb.user_says(OWNER, "hi")
         sb.user_says(BOB, "hi")
         # `ilinkbot` on PATH is this checkout's CLI; plot.png is in the working directory
-        bin_dir = tmp_path / "bin"
-        bin_dir.mkdir()
-        shim = bin_dir / "ilinkbot"
-        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m ilinkbot.bot.cli "$@"\n')
-        shim.chmod(0o755)
+        bin_dir = shim(tmp_path / "bin").parent
         work = tmp_path / "work"
         work.mkdir()
         (work / "plot.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
@@ -98,3 +107,32 @@ def _rows_17_and_18_held(store: Store, bot_id: str) -> None:
     held = store.enqueue(bot_id, OWNER, text_payloads("held 17"), state="held")
     held += store.enqueue(bot_id, OWNER, text_payloads("held 18"), state="held")
     assert [r.id for r in held] == [17, 18]
+
+
+def test_readme_cron_line_runs_with_the_installed_path(tmp_path: Path) -> None:
+    """The cron entry's command, as cron runs it (no terminal, stdin empty); adapted also for
+    the two paths the README says are yours: the installed ``ilinkbot`` and the lock file."""
+    (entry,) = [ln for ln in pushes_block("cron") if "ilinkbot send" in ln]
+    command = entry.split(None, 5)[5]  # after the five schedule fields
+    exe = shim(tmp_path / "bin")
+    command = command.replace("/home/you/ilinkbot/.venv/bin/ilinkbot", str(exe))
+    command = command.replace("/tmp/ilinkbot-report.lock", str(tmp_path / "report.lock"))
+    assert str(exe) in command and "flock -n" in command
+    sb = Sandbox(longpoll_seconds=0.3, qr_poll_seconds=0.3)
+    with SandboxServer(sb) as srv:
+        home = tmp_path / "home"
+        write_config(home)
+        login(sb, srv, home)
+        sb.user_says(OWNER, "hi")
+        r = subprocess.run(
+            ["/bin/sh", "-c", command],
+            env=env_for(home, srv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert r.returncode == 0, r.stderr
+    assert [d["text"] for d in sb.delivered(OWNER)] == [
+        "Daily report\n\nready at https://intranet/report"
+    ]
