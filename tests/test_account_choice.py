@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.errors import AccountError
+from ilinkbot.bot.exitcodes import Exit
 from ilinkbot.bot.push import send_to_wechat
 from ilinkbot.bot.testing import no_real_waiting, sandbox_login
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
@@ -123,3 +124,18 @@ def test_send_to_wechat_raises_on_ambiguity(sb: Sandbox, config: Config, store: 
         result = send_to_wechat("to the default", config=config, transport=sb.transport())
     assert result.state == "delivered"
     assert delivered(sb) == [(second.bot_id, BOSS, "to the default")]
+
+
+def test_an_expired_default_is_a_session_error_naming_it(
+    sb: Sandbox, config: Config, store: Store
+) -> None:
+    first = asyncio.run(sandbox_login(sb, store, owner=OWNER))
+    second = asyncio.run(sandbox_login(sb, store, owner=BOSS))
+    sb.user_says(OWNER, "hi", bot_id=first.bot_id)
+    store.set_default_account(second.bot_id)
+    store.set_account_state(second.bot_id, "expired")
+    with no_real_waiting(), pytest.raises(AccountError) as caught:
+        send_to_wechat("must not reach the owner", config=config, transport=sb.transport())
+    assert caught.value.exit_code == Exit.SESSION_EXPIRED
+    assert f"the default account {second.bot_id}: the session expired" in str(caught.value)
+    assert sb.delivered() == []
