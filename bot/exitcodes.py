@@ -14,7 +14,7 @@ class Exit(IntEnum):
     NO_CONTEXT = 5  # send: that user never wrote to the bot (no context token)
     SESSION_EXPIRED = 6  # the bot token is stale: run `ilinkbot login`
     FAILED = 7  # send: refused by the server or failed after retries
-    NO_ACCOUNT = 8  # no account logged in, or the choice is ambiguous
+    NO_ACCOUNT = 8  # no account logged in, the default one logged out, or an ambiguous choice
     LOGIN_FAILED = 9  # login: QR codes expired, verification blocked, or timed out
     NOT_FOUND = 10  # unknown user, alias, outbox id or file
     INTERRUPTED = 130  # Ctrl-C

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,10 +25,25 @@ __all__ = ["PushRequest", "catch_up", "push", "send_to_wechat"]
 
 _log = get_logger("ilinkbot.push")
 
-#: ``last_used_at`` (which picks the default account) is refreshed at most this often.
+#: ``last_used_at`` (shown by ``status``) is refreshed at most this often.
 TOUCH_EVERY = timedelta(seconds=60)
 #: How long ``send`` long-polls getupdates for fresh context tokens when no poller runs.
 CATCH_UP_SECONDS = 2.0
+
+#: What Python makes of text that was not UTF-8: undecodable bytes of argv or stdin
+#: (surrogateescape) and JSON's lone "\\ud800" escapes. Neither the store nor the wire
+#: can encode them.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _utf8_text(value: str | None, field: str) -> str | None:
+    """``value`` with every lone surrogate replaced by U+FFFD, and a warning if any was."""
+    if not value:
+        return value
+    fixed, count = _LONE_SURROGATE.subn("\ufffd", value)
+    if count:
+        _log.warning("text_not_utf8", field=field, replaced=count, now="U+FFFD")
+    return fixed
 
 
 class PushRequest:
@@ -48,7 +64,11 @@ class PushRequest:
             raise ValueError("send one of image, file or video at a time")
         if not media and not (text or title):
             raise ValueError("nothing to send: give a text or a file")
-        self.text, self.title, self.caption = text, title, caption
+        # Every push (CLI, gateway, send_to_wechat, Bot.send) is built here: one place
+        # makes its text encodable, so a stray byte costs a character, not the message.
+        self.text = _utf8_text(text, "text")
+        self.title = _utf8_text(title, "title")
+        self.caption = _utf8_text(caption, "caption")
         self.media = media[0] if media else None
 
     def payloads(self, chunk_size: int, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -146,7 +166,10 @@ def send_to_wechat(
     message id; ``held`` means the user's reply window is closed and the message will
     go out when they next write; ``unconfirmed`` means the server accepted it without
     proof of delivery. Raises :class:`bot.errors.BotError` subclasses for a missing
-    account or an unknown recipient, and :class:`ilink.SessionExpired` for a stale login.
+    account or an unknown recipient (``AccountError`` when several accounts are logged in
+    and neither ``account`` nor a default account says which), and
+    :class:`ilink.SessionExpired` for a stale login. Text that is not valid UTF-8 (lone
+    surrogates) is sent with U+FFFD in their place, and a warning is logged.
     """
     request = PushRequest(text, title=title, image=image, file=file, video=video, caption=caption)
     cfg = config or load_config()

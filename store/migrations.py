@@ -26,13 +26,13 @@ from datetime import UTC, datetime
 import structlog
 from sqlalchemy import Connection, Engine, func, insert, inspect, select, text
 
-from .models import metadata, schema_table, workers
+from .models import metadata, schema_table, settings, workers
 
 __all__ = ["SCHEMA_VERSION", "STEPS", "SchemaTooNewError", "Step", "current_version", "migrate"]
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # PostgreSQL advisory-lock key (two int4): "il" / migrations.
 _PG_LOCK_NAMESPACE = 0x696C
@@ -51,7 +51,8 @@ class Step:
 
 #: version -> the step that upgrades a database at ``version - 1`` to ``version``.
 STEPS: dict[int, Step] = {
-    2: Step("workers", lambda c: workers.create(c, checkfirst=True)),
+    2: Step("settings table (the default account)", lambda c: settings.create(c)),
+    3: Step("workers table (several processes share the accounts)", lambda c: workers.create(c)),
 }
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "UTCDateTime",
     "dump_json",
     "metadata",
+    "settings",
 ]
 
 
@@ -278,6 +279,15 @@ pending_login = Table(
     Column("poll_base", Text, nullable=False),
     Column("png_path", Text, nullable=True),
     Column("issued_at", UTCDateTime, nullable=False),
+)
+
+#: Installation-wide choices (one row per key), e.g. the default account of pushes.
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 

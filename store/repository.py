@@ -61,6 +61,7 @@ from .models import (
     peers,
     pending_login,
     require_aware,
+    settings,
     user_data,
     workers,
 )
@@ -74,6 +75,8 @@ _PG_BATCH_LOCK_NAMESPACE = 0x696D  # one batch recorder per account at a time
 _PG_CLAIM_LOCK_NAMESPACE = 0x696E  # one claim per account at a time
 #: Takes one of those locks for the rest of the transaction: (namespace, bot_id).
 _PG_ACCOUNT_LOCK = "SELECT pg_advisory_xact_lock(?, hashtext(?))"
+#: The ``settings`` key of the account pushes use when none is named.
+_DEFAULT_ACCOUNT_KEY = "default_account"
 
 
 def new_client_id() -> str:
@@ -349,6 +352,33 @@ class Store:
         if existed:
             log.info("account_deleted", bot_id=bot_id)
         return existed
+
+    def default_account(self) -> str | None:
+        """The bot id chosen with :meth:`set_default_account`, or None. It may name an
+        account that has since logged out or been deleted: callers say so, never skip it."""
+        with self._read() as conn:
+            value = conn.execute(
+                select(settings.c.value).where(settings.c.key == _DEFAULT_ACCOUNT_KEY)
+            ).scalar_one_or_none()
+        return str(value) if value is not None else None
+
+    def set_default_account(self, bot_id: str | None) -> None:
+        """Make ``bot_id`` (an existing account) the default of pushes; None clears it."""
+        with self._write() as conn:
+            if bot_id is None:
+                conn.execute(delete(settings).where(settings.c.key == _DEFAULT_ACCOUNT_KEY))
+            else:
+                self._require_account(conn, bot_id)
+                stmt = self._insert(settings).values(
+                    key=_DEFAULT_ACCOUNT_KEY, value=bot_id, updated_at=self._now()
+                )
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[settings.c.key],
+                        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+                    )
+                )
+        log.info("default_account", bot_id=bot_id)
 
     # ------------------------------------------------------------------ pending QR login
 

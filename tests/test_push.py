@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from ilinkbot.bot.config import Config
 from ilinkbot.bot.errors import NoContextError
 from ilinkbot.bot.outbox import Outbox
-from ilinkbot.bot.push import PushRequest, push
+from ilinkbot.bot.push import PushRequest, push, send_to_wechat
 from ilinkbot.bot.service import Service
+from ilinkbot.bot.testing import capture_logs, no_real_waiting
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
 
@@ -232,3 +234,19 @@ async def test_a_push_waits_for_another_process_write_lock_without_freezing_the_
     assert [d["text"] for d in sb.delivered(OWNER)] == ["warm", "after the lock"]
     (row,) = store.list_outbox(account.bot_id, state="sent")[1:]  # type: ignore[attr-defined]
     assert row.message_id == result.message_ids[0]
+
+
+def test_send_to_wechat_replaces_a_lone_surrogate_and_sends(
+    sb: Sandbox, config: Config, account: object, store: Store
+) -> None:
+    sb.user_says(OWNER, "hi")
+    with no_real_waiting(), capture_logs() as logs:
+        result = send_to_wechat(
+            "bad \ud800 char", title="t\udcff", config=config, transport=sb.transport()
+        )
+    assert result.state == "delivered"
+    assert [d["text"] for d in sb.delivered(OWNER)] == ["t\ufffd\n\nbad \ufffd char"]
+    warned = [e for e in logs if e["event"] == "text_not_utf8"]
+    assert [(e["field"], e["replaced"]) for e in warned] == [("text", 1), ("title", 1)]
+    (row,) = store.list_outbox(account.bot_id, state="sent")  # type: ignore[attr-defined]
+    assert row.payload["item"]["text_item"]["text"] == "t\ufffd\n\nbad \ufffd char"

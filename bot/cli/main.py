@@ -32,6 +32,7 @@ _COMMAND_MODULES = {
     "run": "ilinkbot.bot.cli.run_cmd",
     "serve": "ilinkbot.bot.cli.serve_cmd",
     "users": "ilinkbot.bot.cli.users_cmd",
+    "accounts": "ilinkbot.bot.cli.accounts_cmd",
 }
 
 

@@ -83,13 +83,27 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _read_text(app: App) -> str | None:
+    """TEXT; or stdin when TEXT is ``-``, or when TEXT is missing (title or not) and stdin
+    is not a terminal, as in ``df -h | ilinkbot send -t "disk report"``."""
     text: str | None = app.args.text
     has_media = any(getattr(app.args, k) for k in ("image", "file", "video"))
-    if text == "-" or (text is None and not has_media and not app.args.title):
-        if sys.stdin is None or (sys.stdin.isatty() and text is None):
-            app.fail("no message: give TEXT, '-' with text on stdin, or a file", Exit.USAGE)
-        text = sys.stdin.read()
+    piped = sys.stdin is not None and not sys.stdin.isatty()
+    if text == "-" or (text is None and piped and not has_media):
+        if sys.stdin is None:
+            app.fail("no message: TEXT is '-' but there is no stdin", Exit.USAGE)
+        return _read_stdin() or None
+    if text is None and not has_media and not app.args.title:
+        app.fail("no message: give TEXT, '-' with text on stdin, or a file", Exit.USAGE)
     return text
+
+
+def _read_stdin() -> str:
+    """Stdin as text; bytes that are not in its encoding survive as lone surrogates, which
+    PushRequest turns into U+FFFD (a stray byte must not cost the whole message)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        return sys.stdin.read()
+    return str(buffer.read().decode(sys.stdin.encoding or "utf-8", "surrogateescape"))
 
 
 def run_send(app: App) -> int:
