@@ -29,16 +29,18 @@ def test_default_account_is_stored_changed_and_cleared(db_url: str) -> None:
         store.set_default_account(None)  # clearing twice is fine
 
 
-def test_a_version_1_database_gains_the_settings_table(db_url: str) -> None:
+def test_a_version_1_database_gains_the_settings_and_workers_tables(db_url: str) -> None:
     with Store.open(db_url) as store:
         store.save_account(BOT, token="t1", base_url=None, owner_user_id=None)
         with store.engine.begin() as conn:  # back to what version 1 created
             conn.execute(text("DROP TABLE settings"))
+            conn.execute(text("DROP TABLE workers"))
             conn.execute(text("UPDATE ilinkbot_schema SET version = 1"))
         assert store.schema_version == 1
     with Store.open(db_url) as store:
         assert store.schema_version == SCHEMA_VERSION
-        assert "settings" in inspect(store.engine).get_table_names()
+        assert {"settings", "workers"} <= set(inspect(store.engine).get_table_names())
+        assert store.heartbeat_worker("w1", 30) == 1
         assert store.get_account(BOT) is not None
         store.set_default_account(BOT)
         assert store.default_account() == BOT
