@@ -17,9 +17,10 @@ from ilinkbot.bot.config import Config
 from ilinkbot.bot.errors import AccountError
 from ilinkbot.bot.exitcodes import Exit
 from ilinkbot.bot.push import send_to_wechat
-from ilinkbot.bot.testing import no_real_waiting, sandbox_login
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
+
+from ilinkbot.testing import no_real_waiting, sandbox_login
 
 from .processes import ROOT, env_for, login, write_config
 

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.loader import load_bot
-from ilinkbot.bot.testing import no_real_waiting
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
+
+from ilinkbot.testing import no_real_waiting
 
 from .conftest import OWNER
 from .test_runner import start, wait_for

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from ilinkbot.bot.config import Config
-from ilinkbot.bot.testing import no_real_waiting
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
 
 from ilinkbot import Bot, filters
+from ilinkbot.testing import no_real_waiting
 
 from .conftest import OWNER
 from .test_runner import start, wait_for
@@ -110,7 +110,8 @@ async def test_skip_backlog_marks_older_messages_handled_without_running_handler
 ) -> None:
     from ilinkbot.bot.outbox import Outbox
     from ilinkbot.bot.push import catch_up
-    from ilinkbot.bot.testing import capture_logs
+
+    from ilinkbot.testing import capture_logs
 
     # What a `send` catch-up stored while no bot ran: three old messages.
     for text in ("old 1", "old 2", "old 3"):

@@ -10,9 +10,10 @@ from ilinkbot.bot.errors import NoContextError
 from ilinkbot.bot.outbox import Outbox
 from ilinkbot.bot.push import PushRequest, push, send_to_wechat
 from ilinkbot.bot.service import Service
-from ilinkbot.bot.testing import capture_logs, no_real_waiting
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
+
+from ilinkbot.testing import capture_logs, no_real_waiting
 
 from .conftest import OWNER
 
@@ -151,7 +152,7 @@ async def test_poller_lease_means_no_getupdates(
 async def test_digest_merges_held_pushes(
     sb: Sandbox, config: object, store: Store, account: object
 ) -> None:
-    from ilinkbot.bot.testing import no_real_waiting
+    from ilinkbot.testing import no_real_waiting
 
     cfg = config.with_overrides(held_digest=True, reply_quota=1)  # type: ignore[attr-defined]
     svc = Service(cfg, store=store, transport=sb.transport())

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.runner import Runner
-from ilinkbot.bot.testing import no_real_waiting
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
 
 from ilinkbot import Bot, Router, filters
+from ilinkbot.testing import no_real_waiting
 
 from .conftest import OWNER
 

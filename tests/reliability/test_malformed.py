@@ -25,9 +25,10 @@ from ilinkbot.bot.app import Bot
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.inbound import _scrub
 from ilinkbot.bot.runner import Runner
-from ilinkbot.bot.testing import capture_logs, no_real_waiting, sandbox_login
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
+
+from ilinkbot.testing import capture_logs, no_real_waiting, sandbox_login
 
 USER = "writer@im.wechat"
 

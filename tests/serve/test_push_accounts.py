@@ -7,9 +7,10 @@ import json
 from typing import Any
 
 import httpx
-from ilinkbot.bot.testing import capture_logs, sandbox_login
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
+
+from ilinkbot.testing import capture_logs, sandbox_login
 
 from ..conftest import OWNER
 from .conftest import AUTH
