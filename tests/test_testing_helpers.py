@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ilinkbot.ilink.sandbox import Sandbox
-from ilinkbot.testing import feed, sandbox_login
 
 from ilinkbot import Bot, Config
+from ilinkbot.testing import feed, sandbox_login
 
 
 async def test_the_documented_handler_test_runs(tmp_path: Path) -> None:
