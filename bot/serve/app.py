@@ -40,8 +40,9 @@ from ..login import LoginResult
 from ..outbox import Outbox, SendResult
 from ..push import CATCH_UP_SECONDS, PushRequest, catch_up, push
 from ..service import Service
+from .alerts import alertmanager_notification
 from .auth import request_token, token_matches
-from .bodies import Attachment, BodyError, Notification, alertmanager_notification, parse_push
+from .bodies import Attachment, BodyError, Notification, parse_push
 from .page import LOGIN_PAGE
 from .weblogin import WebLogin
 
