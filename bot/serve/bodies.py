@@ -32,6 +32,7 @@ __all__ = [
     "Attachment",
     "BodyError",
     "Notification",
+    "load_json",
     "media_kind",
     "parse_push",
     "string_field",
@@ -291,10 +292,10 @@ def parse_push(
         )
     if _looks_like_json(ctype, body):
         try:
-            data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = load_json(body)
+        except BodyError:
             if ctype in ("application/json", "text/json") or ctype.endswith("+json"):
-                raise BodyError(f"invalid JSON body: {exc}") from None
+                raise
             data = None
         if isinstance(data, dict) and (_JSON_KEYS & data.keys()):
             return _json_notification(data, params, title=title, markdown=markdown)
@@ -317,6 +318,52 @@ def parse_push(
             "or give ?message= / a Title)"
         )
     return Notification(text=text, title=title)
+
+
+def load_json(body: bytes) -> Any:
+    """The JSON value of a request body, or a 422 :class:`BodyError` for anything that does
+    not decode: bad UTF-8 or JSON, an integer past Python's 4300 digits, nesting too deep for
+    the decoder. ``\\ud800``-style escapes of lone surrogates become U+FFFD (they cannot be
+    encoded, stored or sent)."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise BodyError(f"invalid JSON body: {exc}") from None
+    except RecursionError:
+        raise BodyError("invalid JSON body: nested too deep") from None
+    return _valid_unicode(data)
+
+
+def _valid_text(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # pairs stay pairs; a lone surrogate becomes U+FFFD
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _valid_unicode(data: Any) -> Any:
+    """``data`` with every string (keys too) valid Unicode; iterative, as JSON may nest
+    nearly as deep as the recursion limit."""
+    if isinstance(data, str):
+        return _valid_text(data)
+    todo = [data] if isinstance(data, (dict, list)) else []
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            items = [(_valid_text(k), v) for k, v in node.items()]
+            node.clear()
+            node.update(items)
+            keys: Any = list(node)
+        else:
+            keys = range(len(node))
+        for key in keys:
+            value = node[key]
+            if isinstance(value, str):
+                node[key] = _valid_text(value)
+            elif isinstance(value, (dict, list)):
+                todo.append(value)
+    return data
 
 
 def _is_binary(ctype: str, body: bytes) -> bool:
