@@ -21,13 +21,13 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import structlog
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 from .errors import DatabaseUrlError, StoreUnavailable
+from .log import get_logger
 
 __all__ = [
     "BEGIN_MODE_OPTION",
@@ -38,7 +38,7 @@ __all__ = [
     "resolve_url",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_FILENAME = "ilinkbot.db"
 BUSY_TIMEOUT_MS = 30_000

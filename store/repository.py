@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import structlog
 from sqlalchemy import (
     Connection,
     Engine,
@@ -50,6 +49,7 @@ from .errors import (
     UnknownAccountError,
     one_line,
 )
+from .log import get_logger
 from .models import (
     Account,
     AccountState,
@@ -75,7 +75,7 @@ from .models import (
 
 __all__ = ["Store", "new_client_id"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # PostgreSQL advisory-lock namespaces (two-int4 keys: namespace, hashtext(bot_id)).
 _PG_BATCH_LOCK_NAMESPACE = 0x696D  # one batch recorder per account at a time
