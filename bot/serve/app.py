@@ -3,6 +3,7 @@
 Routes (all but ``/healthz`` and the static ``/login`` page need the bearer token):
 
 * ``POST|PUT /push`` and ``/push/{alias}``: a push to the owner or to a named user;
+  ``POST /`` too, where ntfy clients publish JSON (the recipient in its ``topic``);
 * ``POST /hooks/alertmanager[/{alias}]`` (also ``/hooks/grafana``): webhook payloads;
 * ``GET /login``: the login page; ``POST /login/start``, ``GET /login/status``,
   ``POST /login/code``: what it calls.
@@ -334,6 +335,7 @@ def create_app(gateway: Gateway) -> Starlette:
     push_methods = ["POST", "PUT"]
     routes = [
         Route("/healthz", guarded(health, auth=False), methods=["GET"]),
+        Route("/", guarded(push_route), methods=["POST"]),  # ntfy's JSON publishing
         Route("/push", guarded(push_route), methods=push_methods),
         Route("/push/{alias}", guarded(push_route), methods=push_methods),
         Route("/hooks/alertmanager", guarded(hook_route), methods=["POST"]),

@@ -68,6 +68,14 @@ _TAG_EMOJI = {
 }
 
 _APPRISE_TYPE = {"success": "✅", "warning": "⚠️", "failure": "❌"}
+#: ntfy priorities 4 and 5 (by number or name) are marked; 1-3 look like any message.
+_PRIORITY_MARK = {"4": "❗", "high": "❗", "5": "‼️", "max": "‼️", "urgent": "‼️"}
+
+
+def _priority_mark(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return ""
+    return _PRIORITY_MARK.get(str(value).strip().lower(), "")
 
 
 class BodyError(ValueError):
@@ -272,6 +280,8 @@ def parse_push(
     markdown = params.flag("markdown", "md") or ctype == "text/markdown"
     tags = params.get("tags", "tag", "ta")
     click = params.get("click")
+    priority = params.get("priority", "prio", "p")
+    lead = _priority_mark(priority)
 
     if ctype.startswith("multipart/"):
         raise BodyError(
@@ -282,7 +292,7 @@ def parse_push(
         if not body:
             raise BodyError("empty upload: PUT the file's bytes as the request body")
         att = Attachment(_safe_name(filename, ctype), body, ctype or None)
-        text, title = _compose(message, title, markdown=markdown, tags=tags, click=click)
+        text, title = _compose(message, title, markdown=markdown, tags=tags, click=click, lead=lead)
         return Notification(text=text, title=title, attachments=(att,))
 
     if len(body) > MAX_TEXT_BODY:
@@ -298,7 +308,7 @@ def parse_push(
                 raise
             data = None
         if isinstance(data, dict) and (_JSON_KEYS & data.keys()):
-            return _json_notification(data, params, title=title, markdown=markdown)
+            return _json_notification(data, title=title, markdown=markdown, priority=priority)
         if ctype in ("application/json", "text/json") and not isinstance(data, dict):
             raise BodyError('a JSON body must be an object, e.g. {"message": "..."}')
         if ctype in ("application/json", "text/json") and isinstance(data, dict):
@@ -311,7 +321,7 @@ def parse_push(
     except UnicodeDecodeError:
         raise BodyError("the body is not UTF-8 text; PUT binary files instead") from None
     text = text_body if text_body.strip() else message
-    text, title = _compose(text, title, markdown=markdown, tags=tags, click=click)
+    text, title = _compose(text, title, markdown=markdown, tags=tags, click=click, lead=lead)
     if not text and not title:
         raise BodyError(
             "nothing to send: the body is empty (write the message as the body, "
@@ -386,7 +396,7 @@ def _is_binary(ctype: str, body: bytes) -> bool:
 
 
 def _json_notification(
-    data: dict[str, Any], params: _Params, *, title: str | None, markdown: bool
+    data: dict[str, Any], *, title: str | None, markdown: bool, priority: str | None
 ) -> Notification:
     """ntfy's JSON publishing, Apprise's ``json://`` and the Apprise API's ``/notify``."""
     message = None
@@ -398,7 +408,7 @@ def _json_notification(
     fmt = string_field(data.get("format"), "format")
     markdown = markdown or data.get("markdown") is True or (fmt or "").lower() == "markdown"
     ntype = (string_field(data.get("type"), "type") or "").lower()
-    lead = _APPRISE_TYPE.get(ntype, "")
+    lead = _priority_mark(data.get("priority", priority)) + _APPRISE_TYPE.get(ntype, "")
     click = string_field(data.get("click"), "click")
     attach_url: str | None = None
     attach = data.get("attach")
