@@ -7,9 +7,14 @@ exception not in the table is a bug: Starlette answers 500 and logs it.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
+import psycopg
 from ilinkbot.ilink import IlinkError, SessionExpired
+from ilinkbot.store import StoreUnavailable
+from ilinkbot.store.errors import one_line
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
@@ -46,6 +51,10 @@ STATUS_BY_ERROR: dict[type[BaseException], int] = {
     SessionExpired: 503,
     IlinkError: 502,
     ClientDisconnect: 400,  # nobody reads the answer; the access log shows it
+    StoreUnavailable: 503,  # the database: full disk, unreachable PostgreSQL, ...
+    SQLAlchemyError: 503,
+    sqlite3.Error: 503,
+    psycopg.Error: 503,
     FileNotFoundError: 422,
     OSError: 507,  # the spool could not keep an upload (disk full, ...)
 }
@@ -90,6 +99,8 @@ def error_response(exc: BaseException) -> JSONResponse:
         fields = {"reason": "session_expired", "exit_code": int(Exit.SESSION_EXPIRED)}
     elif isinstance(exc, IlinkError):
         message = f"server error: {exc}"
+    elif isinstance(exc, (SQLAlchemyError, sqlite3.Error, psycopg.Error)):
+        message = f"database error: {one_line(exc)}"
     elif isinstance(exc, ClientDisconnect):
         message = "the client disconnected before the body was complete"
     elif isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):

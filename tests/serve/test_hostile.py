@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 import httpx
@@ -127,3 +128,17 @@ async def test_a_content_length_of_5000_digits_is_413(
     incoming = [{"type": "http.request", "body": b"x", "more_body": False}]
     status, sent = await _raw_post(gateway, {"Content-Length": "9" * 5000}, incoming)
     assert status == 413 and b"too large" in sent[-1]["body"]
+
+
+async def test_a_full_disk_under_the_database_is_503_not_500(
+    client: httpx.AsyncClient, gateway: Gateway, sb: Sandbox, account: object, monkeypatch: Any
+) -> None:
+    sb.user_says(OWNER, "hi")
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(gateway.svc.store, "list_accounts", full)
+    r = await client.post("/push", content=b"x", headers=AUTH)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "database error: database or disk is full"
