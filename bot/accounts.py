@@ -6,7 +6,7 @@ from typing import Any
 
 from ilinkbot.ilink.wire import account_id_candidates
 
-from .errors import AccountError, UnknownRecipient
+from .errors import AccountError, AmbiguousAccount, UnknownAccount, UnknownRecipient
 from .exitcodes import Exit
 
 __all__ = ["choose_account", "find_account", "resolve_recipient"]
@@ -48,7 +48,7 @@ def choose_account(
     if wanted:
         acc = find_account(store, wanted)
         if acc is None:
-            raise AccountError(f"no account {wanted!r}; see `ilinkbot status`")
+            raise UnknownAccount(f"no account {wanted!r}; see `ilinkbot status`")
         return _usable(acc) if active_only else acc
     default = store.default_account()
     if default is not None:
@@ -79,11 +79,11 @@ def choose_account(
             return knowing[0]
         if len(knowing) > 1:
             names = ", ".join(a.bot_id for a in knowing)
-            raise AccountError(
+            raise AmbiguousAccount(
                 f"several accounts can reach {', '.join(for_users)} ({names}); "
                 "choose one with --account or `ilinkbot accounts default ID`"
             )
-    raise AccountError(
+    raise AmbiguousAccount(
         f"several accounts are logged in ({names}); choose one with --account "
         "or set a default with `ilinkbot accounts default ID`"
     )

@@ -135,6 +135,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             raise ConfigError(f"cannot read config file {file}: {exc}") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{file}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        except ValueError as exc:  # an integer past Python's 4300 digits
+            raise ConfigError(f"{file}: invalid JSON: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{file}: invalid JSON: nested too deep") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{file}: expected a JSON object")
         for key, value in raw.items():

@@ -17,4 +17,7 @@ class Exit(IntEnum):
     NO_ACCOUNT = 8  # no account logged in, the default one logged out, or an ambiguous choice
     LOGIN_FAILED = 9  # login: QR codes expired, verification blocked, or timed out
     NOT_FOUND = 10  # unknown user, alias, outbox id or file
+    # the database or $ILINKBOT_HOME is unusable: not a database, read-only, disk full,
+    # PostgreSQL unreachable or missing
+    STORAGE = 11
     INTERRUPTED = 130  # Ctrl-C

@@ -23,14 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import structlog
 from sqlalchemy import Connection, Engine, func, insert, inspect, select, text
 
+from .log import get_logger
 from .models import metadata, schema_table, settings, workers
 
 __all__ = ["SCHEMA_VERSION", "STEPS", "SchemaTooNewError", "Step", "current_version", "migrate"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SCHEMA_VERSION = 3
 

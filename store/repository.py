@@ -13,6 +13,7 @@ open the same database.
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import structlog
 from sqlalchemy import (
     Connection,
     Engine,
@@ -36,12 +36,20 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from . import migrations
 from .driver import DriverLane, columns
 from .engine import BEGIN_MODE_OPTION, create_store_engine, resolve_url
-from .errors import InvalidTransitionError, NotFoundError, UnknownAccountError
+from .errors import (
+    InvalidTransitionError,
+    NotFoundError,
+    StoreUnavailable,
+    UnknownAccountError,
+    one_line,
+)
+from .log import get_logger
 from .models import (
     Account,
     AccountState,
@@ -68,7 +76,7 @@ from .models import (
 
 __all__ = ["Store", "new_client_id"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # PostgreSQL advisory-lock namespaces (two-int4 keys: namespace, hashtext(bot_id)).
 _PG_BATCH_LOCK_NAMESPACE = 0x696D  # one batch recorder per account at a time
@@ -132,6 +140,10 @@ class Store:
         engine = create_store_engine(url)
         try:
             migrations.migrate(engine)
+        except (DBAPIError, sqlite3.Error) as exc:  # not SQLite, read-only, PG unreachable...
+            engine.dispose()
+            where = url.render_as_string(hide_password=True)
+            raise StoreUnavailable(f"cannot open the database {where}: {one_line(exc)}") from None
         except BaseException:
             engine.dispose()
             raise

@@ -94,6 +94,8 @@ async def test_ret_zero_without_message_id_is_unconfirmed() -> None:
         (b"", 200, ProtocolError),
         (b"[1]", 200, ProtocolError),
         ({"ret": "x"}, 200, ProtocolError),
+        (b'{"ret":0,"msgs":' + b"[" * 100_000 + b"]" * 100_000 + b"}", 200, ProtocolError),
+        (b'{"ret":' + b"7" * 5000 + b"}", 200, ProtocolError),
         ({"ret": 0}, 503, HttpStatusError),
         ({"ret": 0}, 400, HttpStatusError),
         (httpx.ConnectError("refused"), 200, TransportError),

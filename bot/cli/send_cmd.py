@@ -11,7 +11,7 @@ from ..exitcodes import Exit
 from ..outbox import Outbox, SendResult
 from ..push import PushRequest, push
 from ..service import Service
-from .common import App
+from .common import App, row_id
 
 __all__ = ["exit_code_for", "register"]
 
@@ -75,10 +75,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     o.add_argument("--limit", type=int, default=50)
     acts = o.add_subparsers(dest="action", metavar="ACTION")
     r = acts.add_parser("retry", parents=[common], help="send a held/failed/unconfirmed row again")
-    r.add_argument("id", type=int)
+    r.add_argument("id", type=row_id)
     r.add_argument("--account", metavar="ID", help=argparse.SUPPRESS)
     d = acts.add_parser("drop", parents=[common], help="give up on a row (kept as dead)")
-    d.add_argument("id", type=int)
+    d.add_argument("id", type=row_id)
     o.set_defaults(func=run_outbox)
 
 
