@@ -21,7 +21,7 @@ from .inbound import absorb_batch
 from .outbox import MessageOutcome, Outbox, SendResult, media_payload, text_payloads
 from .service import Service
 
-__all__ = ["PushRequest", "catch_up", "push", "send_to_wechat"]
+__all__ = ["PushRequest", "catch_up", "push", "send_to_wechat", "utf8_text"]
 
 _log = get_logger("ilinkbot.push")
 
@@ -36,7 +36,7 @@ CATCH_UP_SECONDS = 2.0
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _utf8_text(value: str | None, field: str) -> str | None:
+def utf8_text(value: str | None, field: str) -> str | None:
     """``value`` with every lone surrogate replaced by U+FFFD, and a warning if any was."""
     if not value:
         return value
@@ -66,9 +66,9 @@ class PushRequest:
             raise ValueError("nothing to send: give a text or a file")
         # Every push (CLI, gateway, send_to_wechat, Bot.send) is built here: one place
         # makes its text encodable, so a stray byte costs a character, not the message.
-        self.text = _utf8_text(text, "text")
-        self.title = _utf8_text(title, "title")
-        self.caption = _utf8_text(caption, "caption")
+        self.text = utf8_text(text, "text")
+        self.title = utf8_text(title, "title")
+        self.caption = utf8_text(caption, "caption")
         self.media = media[0] if media else None
 
     def payloads(self, chunk_size: int, run_id: str | None = None) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from ilinkbot.cdn.mime import (
     sniff_image_mime,
 )
 
+from ..push import utf8_text
 from .markdown import wechat_markdown
 
 __all__ = [
@@ -345,11 +346,7 @@ def load_json(body: bytes) -> Any:
 
 
 def _valid_text(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # pairs stay pairs; a lone surrogate becomes U+FFFD
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
+    return utf8_text(text, "json") or ""
 
 
 def _valid_unicode(data: Any) -> Any:

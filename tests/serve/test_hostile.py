@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 import pytest
 from ilinkbot.bot.serve import Gateway, create_app
-from ilinkbot.bot.testing import capture_logs
 from ilinkbot.ilink.sandbox import Sandbox
+
+from ilinkbot.testing import capture_logs
 
 from ..conftest import OWNER
 from .conftest import AUTH
