@@ -120,6 +120,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._expiry = keepalive_expiry
         self._ssl = ssl_context
         self._origins: dict[Origin, _Origin] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     # ---- the exchange ---------------------------------------------------------------
@@ -131,6 +132,11 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         if url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
         key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # connections and slots belong to the loop that made them
+            self._drop_idle()
+            self._origins.clear()
+            self._loop = loop
         origin = self._origins.get(key)
         if origin is None:
             origin = self._origins[key] = _Origin(self._max)
@@ -247,8 +253,11 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             conn.close()
         origin.slots.release()
 
-    async def aclose(self) -> None:
-        self._closed = True
+    def _drop_idle(self) -> None:
         for origin in self._origins.values():
             while origin.idle:
                 origin.idle.pop().close()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._drop_idle()

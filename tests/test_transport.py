@@ -273,3 +273,37 @@ async def test_https_verifies_the_server_and_keeps_the_connection(
         with pytest.raises(httpx.ConnectError):
             await http.post(url, content=b"abc")
     assert len(srv.requests) == 3
+
+
+def test_one_transport_serves_successive_event_loops() -> None:
+    """``asyncio.run`` twice with one transport (a sync caller does): the second run makes
+    its own connections instead of touching the first loop's."""
+    import threading
+
+    srv = Server(ok)
+    server_loop = asyncio.new_event_loop()
+    started = threading.Event()
+    port = 0
+
+    async def run_server() -> None:
+        nonlocal port
+        server = await asyncio.start_server(srv.serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        started.set()
+        await asyncio.sleep(3600)
+
+    thread = threading.Thread(
+        target=lambda: server_loop.run_until_complete(run_server()), daemon=True
+    )
+    thread.start()
+    started.wait(10)
+    transport = KeepAliveTransport(max_connections=1)
+
+    async def once() -> int:
+        http = httpx.AsyncClient(transport=transport)
+        r = await http.post(f"http://127.0.0.1:{port}/", content=b"ab")
+        return int(r.json()["echo"])
+
+    assert asyncio.run(once()) == 2
+    assert asyncio.run(once()) == 2
+    assert srv.connections == 2
