@@ -57,3 +57,32 @@ async def test_a_send_is_prompt_while_60_accounts_long_poll(tmp_path: Path) -> N
     assert result.ok, result.to_dict()
     assert elapsed < 1.0, f"the send waited {elapsed:.2f} s behind long-polls"
     assert [d.get("text") for d in sb.delivered("alice@im.wechat")] == ["ping"]
+
+
+async def test_each_kind_of_request_goes_to_its_own_pool() -> None:
+    import httpx
+    from ilinkbot.ilink import IlinkClient
+    from ilinkbot.ilink.pools import PoolRouter
+
+    seen: dict[str, list[str]] = {"longpoll": [], "api": [], "transfer": []}
+
+    def pool(name: str) -> httpx.MockTransport:
+        def answer(request: httpx.Request) -> httpx.Response:
+            seen[name].append(request.url.path)
+            return httpx.Response(200, json={"ret": 0, "message_id": 1, "status": "wait"})
+
+        return httpx.MockTransport(answer)
+
+    router = PoolRouter(longpoll=pool("longpoll"), api=pool("api"), transfer=pool("transfer"))
+    async with httpx.AsyncClient(transport=router) as http:
+        client = IlinkClient("http://ilink.test", "t", http=http)
+        await client.get_updates("")
+        await client.get_qrcode_status("q")
+        await client.send_text("u@im.wechat", "hi", context_token="c")
+        await client.notify_start()
+        await http.get("http://cdn.test/c2c/download?encrypted_query_param=x")
+    assert seen == {
+        "longpoll": ["/ilink/bot/getupdates", "/ilink/bot/get_qrcode_status"],
+        "api": ["/ilink/bot/sendmessage", "/ilink/bot/msg/notifystart"],
+        "transfer": ["/c2c/download"],
+    }
