@@ -11,9 +11,10 @@ from ilinkbot.bot.config import Config
 from ilinkbot.bot.outbox import Outbox
 from ilinkbot.bot.push import PushRequest, catch_up, push
 from ilinkbot.bot.service import Service
-from ilinkbot.bot.testing import sandbox_login
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
+
+from ilinkbot.testing import sandbox_login
 
 ACCOUNTS = 60
 HOLD = 4.0  # seconds the sandbox holds a long-poll with nothing to deliver
