@@ -26,13 +26,13 @@ from datetime import UTC, datetime
 import structlog
 from sqlalchemy import Connection, Engine, func, insert, inspect, select, text
 
-from .models import metadata, schema_table
+from .models import OutboxState, metadata, outbox, schema_table
 
 __all__ = ["SCHEMA_VERSION", "STEPS", "SchemaTooNewError", "Step", "current_version", "migrate"]
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # PostgreSQL advisory-lock key (two int4): "il" / migrations.
 _PG_LOCK_NAMESPACE = 0x696C
@@ -49,8 +49,34 @@ class Step:
     upgrade: Callable[[Connection], object]
 
 
+def _outbox_v2(conn: Connection) -> None:
+    """outbox: the ``session_expired`` state and the ``claimed_by`` column."""
+    states = ", ".join(f"'{s.value}'" for s in OutboxState)
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE outbox ADD COLUMN claimed_by VARCHAR(255)"))
+        conn.execute(text("ALTER TABLE outbox DROP CONSTRAINT ck_outbox_state"))
+        conn.execute(
+            text(f"ALTER TABLE outbox ADD CONSTRAINT ck_outbox_state CHECK (state IN ({states}))")
+        )
+        return
+    # SQLite cannot change a CHECK constraint: build the new table, copy, swap. Nothing
+    # references outbox, so foreign keys stay on; ids are kept (order is by id).
+    for (name,) in conn.execute(
+        text(
+            "SELECT name FROM sqlite_master "
+            "WHERE type = 'index' AND tbl_name = 'outbox' AND sql IS NOT NULL"
+        )
+    ).all():
+        conn.execute(text(f'DROP INDEX "{name}"'))
+    conn.execute(text("ALTER TABLE outbox RENAME TO outbox_v1"))
+    outbox.create(conn)
+    cols = ", ".join(c.name for c in outbox.columns if c.name != "claimed_by")
+    conn.execute(text(f"INSERT INTO outbox ({cols}) SELECT {cols} FROM outbox_v1"))
+    conn.execute(text("DROP TABLE outbox_v1"))
+
+
 #: version -> the step that upgrades a database at ``version - 1`` to ``version``.
-STEPS: dict[int, Step] = {}
+STEPS: dict[int, Step] = {2: Step("outbox.session_expired+claimed_by", _outbox_v2)}
 
 
 def current_version(conn: Connection) -> int | None:

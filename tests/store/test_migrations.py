@@ -81,3 +81,55 @@ def test_failed_step_leaves_the_old_version(db_url: str, restore_steps: None) ->
 def test_missing_step_is_an_error(db_url: str, restore_steps: None) -> None:
     with Store.open(db_url) as store, pytest.raises(RuntimeError, match="no migration step"):
         migrations.migrate(store.engine, target=SCHEMA_VERSION + 1)
+
+
+def _back_to_version_1(store: Store) -> None:
+    """Turn a fresh database into what schema version 1 created (the outbox without
+    ``claimed_by`` and without the ``session_expired`` state)."""
+    with store.engine.begin() as conn:
+        if store.dialect == "postgresql":
+            conn.execute(text("ALTER TABLE outbox DROP COLUMN claimed_by"))
+            conn.execute(text("ALTER TABLE outbox DROP CONSTRAINT ck_outbox_state"))
+            conn.execute(
+                text(
+                    "ALTER TABLE outbox ADD CONSTRAINT ck_outbox_state CHECK (state IN "
+                    "('pending', 'sending', 'sent', 'held', 'unconfirmed', 'failed', 'dead'))"
+                )
+            )
+        else:
+            sql = conn.execute(
+                text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'outbox'")
+            ).scalar_one()
+            old = sql.replace("\tclaimed_by VARCHAR(255), \n", "").replace(
+                ", 'session_expired'", ""
+            )
+            assert old != sql and "claimed_by" not in old
+            conn.execute(text("DROP TABLE outbox"))
+            conn.execute(text(old))
+            conn.execute(
+                text("CREATE INDEX ix_outbox_bot_id_state_id ON outbox (bot_id, state, id)")
+            )
+        conn.execute(text("UPDATE ilinkbot_schema SET version = 1"))  # stamped fresh: one row
+
+
+def test_version_1_outbox_gains_session_expired_and_claimed_by(db_url: str) -> None:
+    with Store.open(db_url) as store:
+        store.save_account(BOT, token="t", base_url=None, owner_user_id=None)
+        _back_to_version_1(store)
+        with store.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO outbox (bot_id, user_id, client_id, payload, state, attempts, "
+                    "seq, created_at, updated_at) VALUES (:b, 'u@im.wechat', 'c1', '{}', "
+                    "'held', 0, 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                ),
+                {"b": BOT},
+            )
+        assert store.schema_version == 1
+    with Store.open(db_url) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        (row,) = store.list_outbox(BOT)
+        assert row.client_id == "c1" and row.state == "held" and row.claimed_by is None
+        kept = store.enqueue(BOT, "u@im.wechat", [{"n": 1}], state="session_expired")
+        assert kept[0].id > row.id and store.list_outbox(BOT, state="session_expired") == kept
+        assert "claimed_by" in {c["name"] for c in inspect(store.engine).get_columns("outbox")}
