@@ -3,7 +3,9 @@
 A row keeps its ``client_id`` from creation through every retry (the server
 de-duplicates by it). A row that cannot go out because the reply window is closed
 (predicted, or answered ``ret=-2``) is *held*, never dropped and never reported as
-delivered; when that user writes again, held rows go out first, in order.
+delivered; when that user writes again, held rows go out first, in order. A row that met
+``-14`` (stale bot token) is kept as *session_expired*; the owner's next login hands it to
+the new account as held (``Store.hand_over``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ SUBMIT_WAIT_SECONDS = 30.0
 # Overall state of a multi-message send: the worst one wins.
 _SEVERITY = ["delivered", "unconfirmed", "held", "pending", "failed", "session_expired"]
 _OUTCOME_OF_STATE = {"sent": "delivered", "sending": "pending", "dead": "failed"}
+_EXPIRED_REASON = (
+    "the bot session expired (-14): kept in the outbox; after `ilinkbot login` it goes out "
+    "when the user writes again"
+)
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,41 @@ class Outbox:
         result = [mine.get(r.id) or await self.outcome(r.id) for r in rows]
         return SendResult.combine(result)
 
+    async def keep(
+        self,
+        account: Any,
+        user_id: str,
+        payloads: Sequence[dict[str, Any]],
+        *,
+        client_ids: Sequence[str] | None = None,
+    ) -> SendResult:
+        """The account's session is known to be expired: store ``payloads`` for ``user_id``
+        as ``session_expired`` without sending (the next login takes them over)."""
+        store = self.store
+
+        def check_peer() -> None:
+            peer = store.get_peer(account.bot_id, user_id)
+            if peer is None or not peer.context_token:
+                raise NoContextError(user_id)
+
+        await self.svc.read(check_peer)
+        kept = await self.svc.call(
+            store.enqueue,
+            account.bot_id,
+            user_id,
+            list(payloads),
+            client_ids=client_ids,
+            state="session_expired",
+        )
+        return SendResult.combine(
+            [
+                MessageOutcome(
+                    r.id, r.user_id, r.client_id, "session_expired", reason=_EXPIRED_REASON
+                )
+                for r in kept
+            ]
+        )
+
     async def drain(
         self,
         account: Any,
@@ -283,17 +324,13 @@ class Outbox:
                 try:
                     outcome = await self._deliver(account, row, peers, sent)
                 except SessionExpired:
-                    await self._session_expired(account, rows[i:])
+                    left = [r for r in rows[i:] if r.id not in seen or r.id == row.id]
+                    await self._session_expired(account, left)
                     outcomes.extend(
                         MessageOutcome(
-                            r.id,
-                            r.user_id,
-                            r.client_id,
-                            "session_expired",
-                            reason="the bot session expired: run `ilinkbot login`",
+                            r.id, r.user_id, r.client_id, "session_expired", reason=_EXPIRED_REASON
                         )
-                        for r in rows[i:]
-                        if r.id not in seen or r.id == row.id
+                        for r in left
                     )
                     return outcomes
                 outcomes.append(outcome)
@@ -359,6 +396,8 @@ class Outbox:
                 max_attempts=self.config.send_max_attempts,
             )
             return done("failed", reason=str(exc))
+        except SessionExpired:
+            raise  # -14 on getuploadurl: the whole pass stops, as on sendmessage
         except IlinkError as exc:
             return await self._failed(row, exc, done)
 
@@ -444,10 +483,9 @@ class Outbox:
             hint="run `ilinkbot login`; the messages stay in the outbox",
         )
         await self.svc.call(self.store.set_account_state, account.bot_id, "expired")
-        for r in rows:
-            await self.svc.call(
-                self.store.mark_failed, r.id, "session expired", retryable=True, max_attempts=10**6
-            )
+        await self.svc.call(
+            self.store.mark_session_expired, [r.id for r in rows], "session expired (-14)"
+        )
 
     async def _merge_into_digest(self, account: Any, user_id: str, rows: Sequence[Any]) -> None:
         texts = [(r.payload or {}).get("item", {}).get("text_item", {}).get("text") for r in rows]

@@ -110,8 +110,14 @@ async def push(
         try:
             await catch_up(outbox, acc, seconds=catch_up_seconds)
         except SessionExpired:
+            # -14: nothing can go out on this token, but the push is kept for the
+            # owner's next login (as a send that met -14 is).
             await svc.call(store.set_account_state, acc.bot_id, "expired")
-            raise
+            _log.error("session_expired", account=acc.bot_id, hint="run `ilinkbot login`")
+            kept: list[MessageOutcome] = []
+            for user in users:
+                kept += (await outbox.keep(acc, user, payloads)).messages
+            return SendResult.combine(kept)
     if acc.last_used_at is None or datetime.now(UTC) - acc.last_used_at > TOUCH_EVERY:
         await svc.call(store.touch_account, acc.bot_id)
     outcomes: list[MessageOutcome] = []
@@ -140,8 +146,10 @@ def send_to_wechat(
     The result's ``state`` is ``delivered`` only when the server confirmed with a
     message id; ``held`` means the user's reply window is closed and the message will
     go out when they next write; ``unconfirmed`` means the server accepted it without
-    proof of delivery. Raises :class:`bot.errors.BotError` subclasses for a missing
-    account or an unknown recipient, and :class:`ilink.SessionExpired` for a stale login.
+    proof of delivery; ``session_expired`` means the bot token is stale (``-14``): the
+    message is kept and goes out, after the owner logs in again, when the user writes.
+    Raises :class:`bot.errors.BotError` subclasses for a missing, expired or ambiguous
+    account or an unknown recipient.
     """
     request = PushRequest(text, title=title, image=image, file=file, video=video, caption=caption)
     cfg = config or load_config()

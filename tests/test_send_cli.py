@@ -97,19 +97,75 @@ def test_usage_errors_and_unknown_recipient(setup: Any) -> None:
     assert sb.delivered() == []
 
 
+def cli_login(sb: Sandbox, env: dict[str, str], owner: str = OWNER) -> str:
+    """``ilinkbot login`` as a user runs it; the phone confirms. Returns the new bot id."""
+    issued = len(sb.qr_codes())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ilinkbot.bot.cli", "--json", "login"],
+        env={**env, "ILINKBOT_QR_POLL_INTERVAL": "0.05"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        wait_until(lambda: len(sb.qr_codes()) > issued, 30, "a QR code")
+        confirmed = sb.confirm(user_id=owner)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["status"] == "confirmed"
+    bot_id: str = confirmed["bot_id"]
+    return bot_id
+
+
+def outbox_rows(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
+    r = cli(env, "outbox", "--json", *args)
+    assert r.returncode == 0, r.stderr
+    rows: list[dict[str, Any]] = json.loads(r.stdout)["rows"]
+    return rows
+
+
 def test_session_expired_keeps_the_message(setup: Any) -> None:
     sb, _srv, home, account, env = setup
     sb.user_says(OWNER, "hi")
+    assert cli(env, "users", "alias", "boss", OWNER).returncode == 0
     assert cli(env, "send", "first").returncode == 0
     sb.expire_session()
-    r = cli(env, "send", "--json", "second")
+    r = cli(env, "send", "--json", "--to", "boss", "second")  # the cron job meets -14
     assert r.returncode == 6, r.stderr
-    assert "ilinkbot login" in r.stderr
+    out = json.loads(r.stdout)
+    assert out["state"] == "session_expired" and out["exit_code"] == 6
+    assert "ilinkbot login" in out["messages"][0]["reason"]
+    # kept, and visible
+    rows = outbox_rows(env, "--state", "session_expired")
+    assert [(row["preview"], row["account"]) for row in rows] == [("second", account.bot_id)]
     store = Store.open(None, home=home)
     try:
         assert store.get_account(account.bot_id).state == "expired"
     finally:
         store.close()
+
+    # The owner logs in again: the kept message waits on the new bot, held, with the alias.
+    new_bot = cli_login(sb, env)
+    assert new_bot != account.bot_id
+    rows = outbox_rows(env)
+    assert [(row["preview"], row["state"], row["account"]) for row in rows] == [
+        ("first", "sent", account.bot_id),
+        ("second", "held", new_bot),
+    ]
+    assert sb.delivered(OWNER)[-1]["text"] == "first"
+    # the owner writes to the new bot; the next send delivers the kept one first, in order
+    sb.user_says(OWNER, "back", bot_id=new_bot)
+    r = cli(env, "send", "--json", "--to", "boss", "third")
+    assert r.returncode == 0, r.stderr
+    got = [(d["bot_id"], d["text"]) for d in sb.delivered(OWNER)]
+    assert got == [(account.bot_id, "first"), (new_bot, "second"), (new_bot, "third")]
+    assert sb.violations() == []
 
 
 def test_outbox_retry_and_drop(setup: Any) -> None:

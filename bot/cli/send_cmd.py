@@ -30,7 +30,8 @@ _STATE_WORDS = {
     "unconfirmed": "unconfirmed: the server accepted it without a message id",
     "pending": "not sent yet (will be retried by the next send/run or `ilinkbot outbox retry`)",
     "failed": "failed",
-    "session_expired": "not sent: the bot session expired; run `ilinkbot login`",
+    "session_expired": "not sent: the bot session expired; kept in the outbox, it goes out "
+    "after `ilinkbot login` when the user writes",
 }
 
 
@@ -69,7 +70,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     o.add_argument(
         "--state",
-        help="only rows in this state (pending, sending, sent, held, unconfirmed, failed, dead)",
+        help="only rows in this state (pending, sending, sent, held, unconfirmed, failed, "
+        "dead, session_expired)",
     )
     o.add_argument("--account", metavar="ID")
     o.add_argument("--limit", type=int, default=50)
