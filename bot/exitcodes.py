@@ -17,4 +17,4 @@ class Exit(IntEnum):
     NO_ACCOUNT = 8  # no account logged in, or the choice is ambiguous
     LOGIN_FAILED = 9  # login: QR codes expired, verification blocked, or timed out
     NOT_FOUND = 10  # unknown user, alias, outbox id or file
-    INTERRUPTED = 130  # Ctrl-C
+    INTERRUPTED = 130  # Ctrl-C (or SIGTERM during send)

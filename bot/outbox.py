@@ -274,14 +274,22 @@ class Outbox:
         """
         peers = peers if peers is not None else {}
         sent: list[tuple[int, str | None]] = []
+        inflight: set[int] = set()
         try:
-            return await self._drain(account, user_id, claimed, peers, sent)
+            return await self._drain(account, user_id, claimed, peers, sent, inflight)
         finally:
-            # Delivered rows are marked together, once per pass: a crash before this line
-            # re-sends them after their lease with the same client_id, and the server
-            # drops the repeats.
-            if sent:
-                await self.svc.write(self.store.mark_sent_many, sent)
+            try:
+                # Delivered rows are marked together, once per pass: a crash before this
+                # line re-sends them after their lease with the same client_id, and the
+                # server drops the repeats.
+                if sent:
+                    await self.svc.write(self.store.mark_sent_many, sent)
+            finally:
+                # Interrupted (Ctrl-C, SIGTERM, an error): claims not finished go back to
+                # pending now, so the next sender need not wait out their lease. Done
+                # in place: a cancelled task must not wait for a thread.
+                for outbox_id in sorted(inflight):
+                    self.store.unclaim(outbox_id)
 
     async def _drain(
         self,
@@ -290,7 +298,9 @@ class Outbox:
         claimed: Sequence[Any] | None,
         peers: dict[str, Any],
         sent: list[tuple[int, str | None]],
+        inflight: set[int],
     ) -> list[MessageOutcome]:
+        """``inflight``: ids claimed in this pass and not yet settled (see :meth:`drain`)."""
         outcomes: list[MessageOutcome] = []
         held_users: set[str] = set()
         waiting_users: set[str] = set()
@@ -308,15 +318,18 @@ class Outbox:
                 )
                 if not rows:
                     return outcomes
+            inflight.update(r.id for r in rows)
             more = claimed is None and len(rows) >= limit
             for i, row in enumerate(rows):
                 if row.id in seen or row.user_id in waiting_users:
                     await self.svc.call(self.store.unclaim, row.id)
+                    inflight.discard(row.id)
                     continue
                 seen.add(row.id)
                 if row.user_id in held_users:
                     reason = "queued behind a held message to the same user"
                     await self.svc.call(self.store.mark_held, row.id, reason)
+                    inflight.discard(row.id)
                     outcomes.append(
                         MessageOutcome(row.id, row.user_id, row.client_id, "held", reason=reason)
                     )
@@ -326,6 +339,7 @@ class Outbox:
                 except SessionExpired:
                     left = [r for r in rows[i:] if r.id not in seen or r.id == row.id]
                     await self._session_expired(account, left)
+                    inflight.difference_update(r.id for r in left)
                     outcomes.extend(
                         MessageOutcome(
                             r.id, r.user_id, r.client_id, "session_expired", reason=_EXPIRED_REASON
@@ -333,6 +347,7 @@ class Outbox:
                         for r in left
                     )
                     return outcomes
+                inflight.discard(row.id)
                 outcomes.append(outcome)
                 if outcome.state == "held":
                     held_users.add(row.user_id)

@@ -168,6 +168,59 @@ def test_session_expired_keeps_the_message(setup: Any) -> None:
     assert sb.violations() == []
 
 
+@pytest.mark.parametrize(
+    "how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"]
+)
+def test_an_interrupted_send_does_not_hold_up_the_next_one(setup: Any, how: int) -> None:
+    sb, _srv, home, account, env = setup
+    write_config(home, send_lease_seconds=60)  # the default lease: nothing waits it out
+    sb.user_says(OWNER, "hi")
+    assert cli(env, "send", "warm up").returncode == 0
+    sb.queue_faults("sendmessage", ["delay:20"])  # the next send hangs on the server
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ilinkbot.bot.cli", "send", "slow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    store = Store.open(None, home=home)
+    try:
+
+        def slow_row() -> Any:
+            rows = [
+                r
+                for r in store.list_outbox(account.bot_id)
+                if r.payload["item"]["text_item"]["text"] == "slow"
+            ]
+            return rows[0] if rows else None
+
+        wait_until(lambda: (row := slow_row()) is not None and row.state == "sending", 30, "claim")
+        time.sleep(0.3)  # the request is on its way
+        proc.send_signal(how)
+        _out, err = proc.communicate(timeout=30)
+        if how == signal.SIGKILL:
+            assert slow_row().state == "sending"  # left claimed: its holder is gone
+        else:
+            assert proc.returncode == 130, err
+            assert "interrupted" in err
+            assert slow_row().state == "pending"  # released before exiting
+        started = time.monotonic()
+        r = cli(env, "send", "--json", "next")  # the next cron run
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        store.close()
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["state"] == "delivered"
+    assert took < 15  # no wait for the 60 s lease (was ~33 s, then exit 7)
+    texts = [d["text"] for d in sb.delivered(OWNER)]
+    assert texts == ["warm up", "slow", "next"]
+
+
 def test_outbox_retry_and_drop(setup: Any) -> None:
     sb, _srv, _home, _account, env = setup
     sb.user_says(OWNER, "hi")
