@@ -279,7 +279,7 @@ def test_send_to_wechat_python_api(setup: Any) -> None:
     sb, _srv, _home, _account, env = setup
     sb.user_says(OWNER, "hi")
     code = (
-        "import json; from bot import send_to_wechat\n"
+        "import json; from ilinkbot import send_to_wechat\n"
         "r = send_to_wechat('from python', title='T')\n"
         "print(json.dumps(r.to_dict()))\n"
     )
