@@ -14,8 +14,10 @@ import httpx
 from ilinkbot.ilink import IlinkError, SessionExpired
 from ilinkbot.ilink.log import get_logger
 
-from .accounts import choose_account, resolve_recipient
+from .accounts import choose_account, find_account, resolve_recipient
 from .config import Config, load_config
+from .errors import AccountError
+from .exitcodes import Exit
 from .inbound import absorb_batch
 from .outbox import MessageOutcome, Outbox, SendResult, media_payload, text_payloads
 from .service import Service
@@ -100,24 +102,34 @@ async def push(
 
     def targets() -> tuple[Any, list[str]]:
         # The account, then each recipient's user id (reads only).
-        acc = choose_account(store, account, for_users=recipients or None)
+        try:
+            acc = choose_account(store, account, for_users=recipients or None)
+        except AccountError as exc:
+            acc = (
+                _expired_account(store, account) if exc.exit_code == Exit.SESSION_EXPIRED else None
+            )
+            if acc is None:
+                raise
         wanted: list[str | None] = list(recipients) or [None]
         return acc, [resolve_recipient(store, acc, t) for t in wanted]
 
     acc, users = await svc.read(targets)
     outbox = outbox or Outbox(svc)
-    if catch_up_seconds > 0:
+    expired = acc.state == "expired"
+    if catch_up_seconds > 0 and not expired:
         try:
             await catch_up(outbox, acc, seconds=catch_up_seconds)
         except SessionExpired:
-            # -14: nothing can go out on this token, but the push is kept for the
-            # owner's next login (as a send that met -14 is).
             await svc.call(store.set_account_state, acc.bot_id, "expired")
             _log.error("session_expired", account=acc.bot_id, hint="run `ilinkbot login`")
-            kept: list[MessageOutcome] = []
-            for user in users:
-                kept += (await outbox.keep(acc, user, payloads)).messages
-            return SendResult.combine(kept)
+            expired = True
+    if expired:
+        # Nothing can go out on this token, but the push is kept for the owner's next
+        # login (as a send that met -14 is); the result says session_expired (exit 6).
+        kept: list[MessageOutcome] = []
+        for user in users:
+            kept += (await outbox.keep(acc, user, payloads)).messages
+        return SendResult.combine(kept)
     if acc.last_used_at is None or datetime.now(UTC) - acc.last_used_at > TOUCH_EVERY:
         await svc.call(store.touch_account, acc.bot_id)
     outcomes: list[MessageOutcome] = []
@@ -125,6 +137,17 @@ async def push(
         result = await outbox.submit(acc, user, payloads)
         outcomes += result.messages
     return SendResult.combine(outcomes)
+
+
+def _expired_account(store: Any, wanted: str | None) -> Any | None:
+    """The account a push means when it is known to be expired: the one named, else (none
+    is active) the only expired one, so a cron push is kept for the bot it always used.
+    None when that is ambiguous: the caller's error stands."""
+    if wanted:
+        acc = find_account(store, wanted)
+        return acc if acc is not None and acc.state == "expired" else None
+    expired = [a for a in store.list_accounts() if a.state == "expired"]
+    return expired[0] if len(expired) == 1 else None
 
 
 def send_to_wechat(

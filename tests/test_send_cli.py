@@ -141,9 +141,16 @@ def test_session_expired_keeps_the_message(setup: Any) -> None:
     out = json.loads(r.stdout)
     assert out["state"] == "session_expired" and out["exit_code"] == 6
     assert "ilinkbot login" in out["messages"][0]["reason"]
+    # the next cron run, with the account now known to be expired: kept too, no network
+    r = cli(env, "send", "--json", "third")
+    assert r.returncode == 6, r.stderr
+    assert json.loads(r.stdout)["state"] == "session_expired"
     # kept, and visible
     rows = outbox_rows(env, "--state", "session_expired")
-    assert [(row["preview"], row["account"]) for row in rows] == [("second", account.bot_id)]
+    assert [(row["preview"], row["account"]) for row in rows] == [
+        ("second", account.bot_id),
+        ("third", account.bot_id),
+    ]
     store = Store.open(None, home=home)
     try:
         assert store.get_account(account.bot_id).state == "expired"
@@ -157,14 +164,20 @@ def test_session_expired_keeps_the_message(setup: Any) -> None:
     assert [(row["preview"], row["state"], row["account"]) for row in rows] == [
         ("first", "sent", account.bot_id),
         ("second", "held", new_bot),
+        ("third", "held", new_bot),
     ]
     assert sb.delivered(OWNER)[-1]["text"] == "first"
     # the owner writes to the new bot; the next send delivers the kept one first, in order
     sb.user_says(OWNER, "back", bot_id=new_bot)
-    r = cli(env, "send", "--json", "--to", "boss", "third")
+    r = cli(env, "send", "--json", "--to", "boss", "fourth")
     assert r.returncode == 0, r.stderr
     got = [(d["bot_id"], d["text"]) for d in sb.delivered(OWNER)]
-    assert got == [(account.bot_id, "first"), (new_bot, "second"), (new_bot, "third")]
+    assert got == [
+        (account.bot_id, "first"),
+        (new_bot, "second"),
+        (new_bot, "third"),
+        (new_bot, "fourth"),
+    ]
     assert sb.violations() == []
 
 
