@@ -6,7 +6,7 @@ from typing import Any
 
 from ilinkbot.ilink.wire import account_id_candidates
 
-from .errors import AccountError, UnknownRecipient
+from .errors import AccountError, AmbiguousAccount, UnknownAccount, UnknownRecipient
 from .exitcodes import Exit
 
 __all__ = ["choose_account", "find_account", "resolve_recipient"]
@@ -21,15 +21,18 @@ def find_account(store: Any, wanted: str) -> Any | None:
     return None
 
 
-def _usable(acc: Any) -> Any:
+def _usable(acc: Any, what: str = "account") -> Any:
     if acc.state == "expired":
         raise AccountError(
-            f"account {acc.bot_id}: the session expired; run `ilinkbot login`",
+            f"{what} {acc.bot_id}: the session expired; run `ilinkbot login`",
             Exit.SESSION_EXPIRED,
         )
     if acc.state != "active" or not acc.token:
-        raise AccountError(f"account {acc.bot_id} is logged out; run `ilinkbot login`")
+        raise AccountError(f"{what} {acc.bot_id} is logged out; run `ilinkbot login`")
     return acc
+
+
+_CHOOSE = "use --account, or change the default with `ilinkbot accounts default ID|--clear`"
 
 
 def choose_account(
@@ -39,13 +42,26 @@ def choose_account(
     for_users: list[str] | None = None,
     active_only: bool = True,
 ) -> Any:
-    """``wanted`` if given; else the only active account; else the one that knows all
-    ``for_users``; else the most recently used active one. Errors say what to do."""
+    """``wanted`` if given; else the default account (``ilinkbot accounts default``); else
+    the only active account; else the only one that knows all ``for_users``. Anything
+    else is ambiguous and an error: a push never guesses. Errors say what to do."""
     if wanted:
         acc = find_account(store, wanted)
         if acc is None:
-            raise AccountError(f"no account {wanted!r}; see `ilinkbot status`")
+            raise UnknownAccount(f"no account {wanted!r}; see `ilinkbot status`")
         return _usable(acc) if active_only else acc
+    default = store.default_account()
+    if default is not None:
+        acc = store.get_account(default)
+        if acc is None:
+            raise AccountError(f"the default account {default} no longer exists; {_CHOOSE}")
+        if not active_only:
+            return acc
+        try:
+            return _usable(acc, "the default account")
+        except AccountError as exc:
+            # Never fall back to another account: say so, and how to choose.
+            raise AccountError(f"{exc}, {_CHOOSE}", exc.exit_code) from None
     accounts = store.list_accounts()
     active = [a for a in accounts if a.state == "active" and a.token]
     if not active:
@@ -56,23 +72,21 @@ def choose_account(
         raise AccountError("no account is logged in; run `ilinkbot login`")
     if len(active) == 1:
         return active[0]
+    names = ", ".join(a.bot_id for a in active)
     if for_users:
         knowing = [a for a in active if all(_knows(store, a.bot_id, u) for u in for_users)]
         if len(knowing) == 1:
             return knowing[0]
         if len(knowing) > 1:
             names = ", ".join(a.bot_id for a in knowing)
-            raise AccountError(
+            raise AmbiguousAccount(
                 f"several accounts can reach {', '.join(for_users)} ({names}); "
-                "choose one with --account"
+                "choose one with --account or `ilinkbot accounts default ID`"
             )
-    first, second = active[0], active[1]
-    if first.last_used_at is not None and (
-        second.last_used_at is None or first.last_used_at > second.last_used_at
-    ):
-        return first
-    names = ", ".join(a.bot_id for a in active)
-    raise AccountError(f"several accounts are logged in ({names}); choose one with --account")
+    raise AmbiguousAccount(
+        f"several accounts are logged in ({names}); choose one with --account "
+        "or set a default with `ilinkbot accounts default ID`"
+    )
 
 
 def _knows(store: Any, bot_id: str, user: str) -> bool:

@@ -20,89 +20,41 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
-import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from ilinkbot.ilink import IlinkError
-from ilinkbot.ilink.log import get_logger
-from ilinkbot.ilink.models import TypingStatus
+from ilinkbot.store import Store
 
-from . import spool
 from .config import Config, load_config
-from .filters import command as command_filter
-from .outbox import Outbox, SendResult
-from .push import PushRequest, push
-from .scheduler import Clock, Job
+from .outbox import SendResult
+from .push import PushRequest
+from .router import Router
+from .runtime import Runtime
+from .scheduler import Clock
 from .service import Service
 
-__all__ = ["Bot", "Handler"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
-_log = get_logger("ilinkbot.bot")
-
-TYPING_KEEPALIVE_SECONDS = 5.0
-TYPING_TICKET_TTL_SECONDS = 12 * 3600
+__all__ = ["Bot"]
 
 
-@dataclass
-class Handler:
-    func: Callable[..., Any]
-    filters: tuple[Callable[[Any], bool], ...]
-    name: str
-
-    def matches(self, msg: Any) -> bool:
-        return all(f(msg) for f in self.filters)
-
-
-async def call_flexibly(func: Callable[..., Any], *args: Any) -> Any:
-    """Call ``func`` with as many of ``args`` as it takes; plain functions run in a
-    worker thread so they cannot block the loop."""
-    try:
-        params = inspect.signature(func).parameters.values()
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        takes_all = any(p.kind is p.VAR_POSITIONAL for p in params)
-        n = len(args) if takes_all else min(len(args), len(positional))
-    except (TypeError, ValueError):
-        n = len(args)
-    if inspect.iscoroutinefunction(func):
-        return await func(*args[:n])
-    result = await asyncio.to_thread(func, *args[:n])
-    if inspect.isawaitable(result):
-        return await result
-    return result
-
-
-class Bot:
-    """Handlers and schedules over the accounts stored by ``ilinkbot login``."""
+class Bot(Router):
+    """A :class:`Router` plus how to run it: handlers and schedules over the accounts
+    stored by ``ilinkbot login``, and pushes from Python."""
 
     def __init__(
         self,
         config: Config | None = None,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
-        store: Any = None,
+        store: Store | None = None,
         clock: Clock | None = None,
     ) -> None:
+        super().__init__(name="bot")
         self._config = config
         self._transport = transport
         self._store = store
         self.clock = clock
-        self.handlers: list[Handler] = []
-        self.error_handlers: list[Callable[..., Any]] = []
-        self.jobs: list[Job] = []
-        self._svc: Service | None = None
-        self._outbox_obj: Outbox | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
-        self._tickets: dict[tuple[str, str], tuple[str, float]] = {}
-        self.polling = False
+        self._runtime: Runtime | None = None
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, **overrides: Any) -> Bot:
@@ -111,6 +63,11 @@ class Bot:
         return cls(config.with_overrides(**overrides) if overrides else config)
 
     # ---- configuration ------------------------------------------------------------------
+
+    @property
+    def configured(self) -> bool:
+        """Whether a configuration was given (else ``config.json``/environment is read)."""
+        return self._config is not None
 
     @property
     def config(self) -> Config:
@@ -123,10 +80,10 @@ class Bot:
         config: Config,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
-        store: Any = None,
+        store: Store | None = None,
     ) -> None:
         """Replace config/transport/store before the bot starts (used by ``ilinkbot run``)."""
-        if self._svc is not None:
+        if self._runtime is not None:
             raise RuntimeError("the bot is already running")
         self._config = config
         if transport is not None:
@@ -135,57 +92,21 @@ class Bot:
             self._store = store
 
     @property
+    def runtime(self) -> Runtime:
+        """Store, HTTP, outbox, typing and media: made on first use, closed by ``aclose``."""
+        if self._runtime is None:
+            self._runtime = Runtime(
+                self.config, store=self._store, transport=self._transport, clock=self.clock
+            )
+        return self._runtime
+
+    @property
     def service(self) -> Service:
-        if self._svc is None:
-            self._svc = Service(self.config, store=self._store, transport=self._transport)
-        return self._svc
+        return self.runtime.service
 
     @property
-    def store(self) -> Any:
-        return self.service.store
-
-    @property
-    def _outbox(self) -> Outbox:
-        if self._outbox_obj is None:
-            self._outbox_obj = Outbox(self.service)
-        return self._outbox_obj
-
-    # ---- registration ---------------------------------------------------------------------
-
-    def message(self, *filters: Callable[[Any], bool]) -> Callable[[F], F]:
-        """Register a handler for messages matching every filter (none: all messages).
-        Handlers are tried in registration order; the first match handles the message."""
-
-        def deco(func: F) -> F:
-            self.handlers.append(Handler(func, filters, getattr(func, "__name__", "handler")))
-            return func
-
-        return deco
-
-    def command(self, name: str) -> Callable[[F], F]:
-        """Register a handler for ``/name`` (``msg.args`` holds the rest of the line)."""
-        return self.message(command_filter(name))
-
-    def error(self, func: F) -> F:
-        """Register ``func(exc, msg, ctx)``, called when a handler raises."""
-        self.error_handlers.append(func)
-        return func
-
-    def schedule(
-        self,
-        cron: str,
-        *,
-        tz: str | None = None,
-        account: str | None = None,
-        name: str | None = None,
-    ) -> Callable[[F], F]:
-        """Run ``func(ctx)`` at the times of a cron expression, e.g. ``"0 9 * * *"``."""
-
-        def deco(func: F) -> F:
-            self.jobs.append(Job(cron, func, tz=tz, account=account, name=name or ""))
-            return func
-
-        return deco
+    def store(self) -> Store:
+        return self.runtime.store
 
     # ---- sending ----------------------------------------------------------------------------
 
@@ -205,14 +126,7 @@ class Bot:
         request = PushRequest(
             text, title=title, image=image, file=file, video=video, caption=caption
         )
-        return await push(
-            self.service,
-            request,
-            to=to,
-            account=account,
-            catch_up_seconds=0 if self.polling else 2.0,
-            outbox=self._outbox,
-        )
+        return await self.runtime.push(request, to=to, account=account)
 
     # ---- running ------------------------------------------------------------------------------
 
@@ -223,80 +137,6 @@ class Bot:
         return asyncio.run(Runner(self, accounts=accounts).serve())
 
     async def aclose(self) -> None:
-        if self._svc is not None:
-            await self._svc.aclose()
-            self._svc = None
-            self._outbox_obj = None
-
-    # ---- internals used by Message/Context ----------------------------------------------------
-
-    def _bind_loop(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-
-    def _bridge(self, coro: Coroutine[Any, Any, T]) -> Any:
-        if self._loop is None or threading.get_ident() == self._loop_thread:
-            return coro
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def _spool(self, source: str | Path | bytes, name: str) -> Path:
-        if not isinstance(source, bytes):
-            return Path(source)
-        return spool.keep(self.config.home, source, name)
-
-    async def _download(self, msg: Any, dest: str | Path | None) -> Any:
-        from ilinkbot.cdn import download_media, pick_media
-
-        ref = pick_media(msg.wx)
-        if ref is None:
-            return None
-        return await download_media(
-            self.service.http,
-            self.config.cdn_base_url,
-            ref,
-            dest=Path(dest) if dest else None,
-            max_bytes=self.config.media_max_bytes,
-        )
-
-    @asynccontextmanager
-    async def _typing(self, account: Any, user: str) -> AsyncIterator[None]:
-        client = self.service.client(account)
-        ticket = await self._ticket(account, user)
-        keepalive: asyncio.Task[None] | None = None
-        if ticket:
-
-            async def beat() -> None:
-                while True:
-                    await self._typing_call(client, user, ticket, TypingStatus.TYPING)
-                    await asyncio.sleep(TYPING_KEEPALIVE_SECONDS)
-
-            keepalive = asyncio.create_task(beat())
-        try:
-            yield
-        finally:
-            if keepalive is not None:
-                keepalive.cancel()
-                await self._typing_call(client, user, ticket, TypingStatus.CANCEL)
-
-    async def _typing_call(self, client: Any, user: str, ticket: str, status: int) -> None:
-        try:
-            await client.send_typing(user, ticket, status)
-        except IlinkError as exc:
-            _log.debug("typing_failed", user=user, error=str(exc))
-
-    async def _ticket(self, account: Any, user: str) -> str:
-        key = (account.bot_id, user)
-        loop = asyncio.get_running_loop()
-        cached = self._tickets.get(key)
-        if cached and cached[1] > loop.time():
-            return cached[0]
-        peer = await self.service.read(self.store.get_peer, account.bot_id, user)
-        try:
-            ticket = await self.service.client(account).get_config(
-                user, peer.context_token if peer else None
-            )
-        except IlinkError as exc:
-            _log.debug("getconfig_failed", user=user, error=str(exc))
-            return cached[0] if cached else ""
-        self._tickets[key] = (ticket, loop.time() + TYPING_TICKET_TTL_SECONDS)
-        return ticket
+        if self._runtime is not None:
+            await self._runtime.aclose()
+            self._runtime = None

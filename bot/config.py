@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ilinkbot.cdn import DEFAULT_CDN_DOMAINS
 from ilinkbot.ilink import (
     DEFAULT_BASE_URL,
     DEFAULT_CDN_BASE_URL,
@@ -32,6 +35,7 @@ class Config:
     home: Path
     base_url: str = DEFAULT_BASE_URL
     cdn_base_url: str = DEFAULT_CDN_BASE_URL
+    cdn_download_domains: tuple[str, ...] = DEFAULT_CDN_DOMAINS
     database_url: str | None = None
     bot_agent: str = f"ilinkbot/{__version__}"
     channel_version: str = DEFAULT_CHANNEL_VERSION
@@ -48,6 +52,7 @@ class Config:
     poll_lease_seconds: int = 30
     send_lease_seconds: int = 60
     shutdown_grace_seconds: int = 10
+    skip_backlog: bool = False
     config_path: Path | None = None
 
     def with_overrides(self, **changes: Any) -> Config:
@@ -62,7 +67,32 @@ _ENV = {
 }
 
 
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+
+
+def _check_domains(value: Any, source: str) -> tuple[str, ...]:
+    """A list of DNS domains (``qq.com``), never IP addresses: hosts allowed by family."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{source}: cdn_download_domains must be a list of domains")
+    domains = []
+    for item in value:
+        domain = item.strip().strip(".").lower() if isinstance(item, str) else ""
+        is_ip = True
+        try:
+            ipaddress.ip_address(domain)
+        except ValueError:
+            is_ip = False
+        if is_ip or not _DOMAIN.match(domain):
+            raise ConfigError(
+                f"{source}: cdn_download_domains: {item!r} is not a domain name like qq.com"
+            )
+        domains.append(domain)
+    return tuple(domains)
+
+
 def _check_type(key: str, value: Any, source: str) -> Any:
+    if key == "cdn_download_domains":
+        return _check_domains(value, source)
     default = _FILE_KEYS[key].default
     if value is None:
         if key in ("database_url", "route_tag", "log_level"):
@@ -105,6 +135,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             raise ConfigError(f"cannot read config file {file}: {exc}") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{file}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        except ValueError as exc:  # an integer past Python's 4300 digits
+            raise ConfigError(f"{file}: invalid JSON: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{file}: invalid JSON: nested too deep") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{file}: expected a JSON object")
         for key, value in raw.items():

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from .exitcodes import Exit
 
-__all__ = ["AccountError", "BotError", "NoContextError", "UnknownRecipient"]
+__all__ = [
+    "AccountError",
+    "AmbiguousAccount",
+    "BotError",
+    "NoContextError",
+    "UnknownAccount",
+    "UnknownRecipient",
+]
 
 
 class BotError(Exception):
@@ -22,6 +29,14 @@ class AccountError(BotError):
     """No usable account, an ambiguous choice, or an expired/logged-out one."""
 
     exit_code = Exit.NO_ACCOUNT
+
+
+class UnknownAccount(AccountError):
+    """An account named (``--account``, ``?account=``) that is not stored."""
+
+
+class AmbiguousAccount(AccountError):
+    """Several accounts could do it: the caller must name one."""
 
 
 class UnknownRecipient(BotError):

@@ -14,7 +14,10 @@ class Exit(IntEnum):
     NO_CONTEXT = 5  # send: that user never wrote to the bot (no context token)
     SESSION_EXPIRED = 6  # the bot token is stale: run `ilinkbot login` (a send is kept)
     FAILED = 7  # send: refused by the server or failed after retries
-    NO_ACCOUNT = 8  # no account logged in, or the choice is ambiguous
+    NO_ACCOUNT = 8  # no account logged in, the default one logged out, or an ambiguous choice
     LOGIN_FAILED = 9  # login: QR codes expired, verification blocked, or timed out
     NOT_FOUND = 10  # unknown user, alias, outbox id or file
+    # the database or $ILINKBOT_HOME is unusable: not a database, read-only, disk full,
+    # PostgreSQL unreachable or missing
+    STORAGE = 11
     INTERRUPTED = 130  # Ctrl-C (or SIGTERM during send)

@@ -14,7 +14,7 @@ from ilinkbot.store import InboundRecord
 
 from .outbox import Outbox
 
-__all__ = ["MALFORMED_SENDER", "absorb_batch", "inbound_record"]
+__all__ = ["MALFORMED_SENDER", "absorb_batch", "inbound_record", "writers"]
 
 #: Stands in for the sender of an entry that has none (the store needs a user id); such a
 #: row is never handled: the runner marks it dead as malformed.
@@ -76,8 +76,11 @@ def inbound_record(msg: WeixinMessage | Any) -> InboundRecord:
     )
 
 
-async def absorb_batch(outbox: Outbox, account: Any, batch: UpdatesBatch) -> list[Any]:
-    """Record ``batch`` and release held messages for everyone who wrote in it.
+async def absorb_batch(
+    outbox: Outbox, account: Any, batch: UpdatesBatch, *, release: bool = True
+) -> list[Any]:
+    """Record ``batch`` and (with ``release``) deliver what was held for everyone who wrote
+    in it. A poller releases itself, so that delivery runs in a task of its own.
 
     Returns the newly stored inbox rows (messages seen before are not returned)."""
     svc = outbox.svc
@@ -88,9 +91,14 @@ async def absorb_batch(outbox: Outbox, account: Any, batch: UpdatesBatch) -> lis
     rows = await svc.call(svc.store.record_batch, account.bot_id, records, batch.cursor or "")
     if rows:
         _log.info("inbound_batch", account=account.bot_id, new=len(rows))
-    writers = list(
+    if release:
+        for user in writers(rows):
+            await outbox.release(account, user)
+    return list(rows)
+
+
+def writers(rows: list[Any]) -> list[str]:
+    """The users who wrote the inbox ``rows``, once each, in order."""
+    return list(
         dict.fromkeys(r.user_id for r in rows if r.user_id and r.user_id != MALFORMED_SENDER)
     )
-    for user in writers:
-        await outbox.release(account, user)
-    return list(rows)

@@ -32,6 +32,11 @@ def load_bot(spec: str) -> Any:
         sys.path.insert(0, str(path.resolve().parent))
         module_spec.loader.exec_module(module)
     else:
+        # The current directory is importable, as with `python -m` and uvicorn; the
+        # `ilinkbot` script alone would only see its own bin directory.
+        cwd = str(Path.cwd())
+        if "" not in sys.path and cwd not in sys.path:
+            sys.path.insert(0, cwd)
         try:
             module = importlib.import_module(target)
         except ModuleNotFoundError as exc:

@@ -1,11 +1,11 @@
 """The outbox: every outgoing message is a stored row first, then delivered honestly.
 
-A row keeps its ``client_id`` from creation through every retry (the server
-de-duplicates by it). A row that cannot go out because the reply window is closed
-(predicted, or answered ``ret=-2``) is *held*, never dropped and never reported as
-delivered; when that user writes again, held rows go out first, in order. A row that met
-``-14`` (stale bot token) is kept as *session_expired*; the owner's next login hands it to
-the new account as held (``Store.hand_over``).
+A row keeps its ``client_id`` from creation through every retry (whether the server drops a
+repeated one is unknown; delivery is at-least-once either way). A row that cannot go out
+because the reply window is closed (predicted, or answered ``ret=-2``) is *held*, never
+dropped and never reported as delivered; when that user writes again, held rows go out
+first, in order. A row that met ``-14`` (stale bot token) is kept as *session_expired*; the
+owner's next login hands it to the new account as held (``Store.hand_over``).
 """
 
 from __future__ import annotations
@@ -280,8 +280,8 @@ class Outbox:
         finally:
             try:
                 # Delivered rows are marked together, once per pass: a crash before this
-                # line re-sends them after their lease with the same client_id, and the
-                # server drops the repeats.
+                # line re-sends them after their lease with the same client_id
+                # (at-least-once: whether the server drops a repeated client_id is unknown).
                 if sent:
                     await self.svc.write(self.store.mark_sent_many, sent)
             finally:
@@ -358,14 +358,19 @@ class Outbox:
             rows = []
 
     async def release(self, account: Any, user_id: str) -> list[MessageOutcome]:
-        """The user just wrote: held rows go back to pending (merged into one digest when
-        ``held_digest`` is on) and are delivered first, in order."""
-        released = await self.svc.call(self.store.release_held, account.bot_id, user_id)
-        if not released:
+        """The user just wrote: held rows go back to pending and are delivered first, in
+        order."""
+        if not await self.unhold(account, user_id):
             return []
+        return await self.drain(account, user_id)
+
+    async def unhold(self, account: Any, user_id: str) -> bool:
+        """Held rows of ``user_id`` go back to pending (merged into one digest when
+        ``held_digest`` is on), ahead of anything sent after; whether there were any."""
+        released = await self.svc.call(self.store.release_held, account.bot_id, user_id)
         if self.config.held_digest and len(released) > 1:
             await self._merge_into_digest(account, user_id, released)
-        return await self.drain(account, user_id)
+        return bool(released)
 
     # ---- one row -----------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,20 +17,35 @@ from ilinkbot.ilink.log import get_logger
 
 from .accounts import choose_account, find_account, resolve_recipient
 from .config import Config, load_config
-from .errors import AccountError
+from .errors import AccountError, BotError, NoContextError
 from .exitcodes import Exit
 from .inbound import absorb_batch
 from .outbox import MessageOutcome, Outbox, SendResult, media_payload, text_payloads
 from .service import Service
 
-__all__ = ["PushRequest", "catch_up", "push", "send_to_wechat"]
+__all__ = ["PushRequest", "catch_up", "push", "send_to_wechat", "utf8_text"]
 
 _log = get_logger("ilinkbot.push")
 
-#: ``last_used_at`` (which picks the default account) is refreshed at most this often.
+#: ``last_used_at`` (shown by ``status``) is refreshed at most this often.
 TOUCH_EVERY = timedelta(seconds=60)
 #: How long ``send`` long-polls getupdates for fresh context tokens when no poller runs.
 CATCH_UP_SECONDS = 2.0
+
+#: What Python makes of text that was not UTF-8: undecodable bytes of argv or stdin
+#: (surrogateescape) and JSON's lone "\\ud800" escapes. Neither the store nor the wire
+#: can encode them.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_text(value: str | None, field: str) -> str | None:
+    """``value`` with every lone surrogate replaced by U+FFFD, and a warning if any was."""
+    if not value:
+        return value
+    fixed, count = _LONE_SURROGATE.subn("\ufffd", value)
+    if count:
+        _log.warning("text_not_utf8", field=field, replaced=count, now="U+FFFD")
+    return fixed
 
 
 class PushRequest:
@@ -50,7 +66,11 @@ class PushRequest:
             raise ValueError("send one of image, file or video at a time")
         if not media and not (text or title):
             raise ValueError("nothing to send: give a text or a file")
-        self.text, self.title, self.caption = text, title, caption
+        # Every push (CLI, gateway, send_to_wechat, Bot.send) is built here: one place
+        # makes its text encodable, so a stray byte costs a character, not the message.
+        self.text = utf8_text(text, "text")
+        self.title = utf8_text(title, "title")
+        self.caption = utf8_text(caption, "caption")
         self.media = media[0] if media else None
 
     def payloads(self, chunk_size: int, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -94,11 +114,18 @@ async def push(
     account: str | None = None,
     catch_up_seconds: float = CATCH_UP_SECONDS,
     outbox: Outbox | None = None,
+    next_ids: Callable[[int], list[str]] | None = None,
 ) -> SendResult:
-    """Send ``request`` to each recipient (default: the account's owner)."""
+    """Send ``request`` to each recipient (default: the account's owner).
+
+    ``next_ids(n)``: the ``client_id``s of the next n messages (a handler's replies);
+    fresh ids when not given."""
     recipients = [to] if isinstance(to, str) else list(to or [])
     store = svc.store
     payloads = request.payloads(svc.config.chunk_size)  # validate before any network call
+
+    wanted: list[str | None] = list(recipients) or [None]
+    stale: list[AccountError] = []  # why the expired account was not simply chosen
 
     def targets() -> tuple[Any, list[str]]:
         # The account, then each recipient's user id (reads only).
@@ -110,8 +137,13 @@ async def push(
             )
             if acc is None:
                 raise
-        wanted: list[str | None] = list(recipients) or [None]
-        return acc, [resolve_recipient(store, acc, t) for t in wanted]
+            stale.append(exc)
+        try:
+            return acc, [resolve_recipient(store, acc, t) for t in wanted]
+        except BotError:
+            if stale:
+                raise stale[0] from None
+            raise
 
     acc, users = await svc.read(targets)
     outbox = outbox or Outbox(svc)
@@ -127,22 +159,31 @@ async def push(
         # Nothing can go out on this token, but the push is kept for the owner's next
         # login (as a send that met -14 is); the result says session_expired (exit 6).
         kept: list[MessageOutcome] = []
-        for user in users:
-            kept += (await outbox.keep(acc, user, payloads)).messages
+        try:
+            for user in users:
+                ids = next_ids(len(payloads)) if next_ids else None
+                kept += (await outbox.keep(acc, user, payloads, client_ids=ids)).messages
+        except NoContextError:
+            if stale:  # it could not be kept: the account error says what to do
+                raise stale[0] from None
+            raise
         return SendResult.combine(kept)
     if acc.last_used_at is None or datetime.now(UTC) - acc.last_used_at > TOUCH_EVERY:
         await svc.call(store.touch_account, acc.bot_id)
     outcomes: list[MessageOutcome] = []
     for user in users:
-        result = await outbox.submit(acc, user, payloads)
+        ids = next_ids(len(payloads)) if next_ids else None
+        result = await outbox.submit(acc, user, payloads, client_ids=ids)
         outcomes += result.messages
     return SendResult.combine(outcomes)
 
 
 def _expired_account(store: Any, wanted: str | None) -> Any | None:
-    """The account a push means when it is known to be expired: the one named, else (none
-    is active) the only expired one, so a cron push is kept for the bot it always used.
+    """The account a push means when it is known to be expired: the one named, else the
+    default account, else (none is active) the only expired one, so a cron push is kept
+    for the bot it always used.
     None when that is ambiguous: the caller's error stands."""
+    wanted = wanted or store.default_account()
     if wanted:
         acc = find_account(store, wanted)
         return acc if acc is not None and acc.state == "expired" else None
@@ -172,7 +213,9 @@ def send_to_wechat(
     proof of delivery; ``session_expired`` means the bot token is stale (``-14``): the
     message is kept and goes out, after the owner logs in again, when the user writes.
     Raises :class:`bot.errors.BotError` subclasses for a missing, expired or ambiguous
-    account or an unknown recipient.
+    account or an unknown recipient (``AccountError`` when several accounts are logged in
+    and neither ``account`` nor a default account says which). Text that is not valid
+    UTF-8 (lone surrogates) is sent with U+FFFD in their place, and a warning is logged.
     """
     request = PushRequest(text, title=title, image=image, file=file, video=video, caption=caption)
     cfg = config or load_config()

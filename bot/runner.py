@@ -1,45 +1,42 @@
-"""The receive loop: poll each account, store each batch with its cursor, handle every
-message exactly once, in order per user, concurrently across users.
+"""``Runner``: a running bot. It picks the accounts, starts a :class:`Poller` for each
+and the schedules, and on SIGINT/SIGTERM stops them and lets handlers finish.
 
-Unlike the official client (which saves the cursor before handling, so a crash loses
-the batch), a batch is stored in the inbox together with the cursor in one transaction
-and handled afterwards; unhandled rows are handled first on start.
+The parts: the bot's :class:`Router` (what to run), its :class:`Runtime` (store, HTTP,
+outbox), a :class:`Dispatcher` (handlers) and one :class:`Poller` per account (fetching).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import random
 import signal
 import socket
 import uuid
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from ilinkbot.ilink import IlinkError, SessionExpired
 from ilinkbot.ilink.log import get_logger
 
 from . import spool
 from .accounts import choose_account, find_account
-from .app import Bot, call_flexibly
+from .dispatcher import Dispatcher, call_flexibly
 from .errors import AccountError
 from .exitcodes import Exit
-from .inbound import MALFORMED_SENDER, absorb_batch
-from .message import Context, Message
+from .message import Context
+from .poller import Poller
 from .scheduler import Job, Scheduler
-from .waiting import backoff, pause
+from .share import LeaseShare
+
+if TYPE_CHECKING:
+    from .app import Bot
 
 __all__ = ["Runner"]
 
 _log = get_logger("ilinkbot.runner")
 
-#: Pause after a failed poll, and after three failures in a row (PROTOCOL.md §3.4).
-RETRY_SECONDS = 2.0
-RETRY_AFTER_THREE_SECONDS = 30.0
-#: How often a running bot drains the outbox (rows left by retries or other processes).
-DRAIN_EVERY_SECONDS = 15.0
-MAX_CONCURRENT_HANDLERS = 32
+
+#: How often a running bot looks for accounts logged in, out or expired by other processes.
+ACCOUNTS_REFRESH_SECONDS = 2.0
 
 
 class Runner:
@@ -51,19 +48,23 @@ class Runner:
         self.install_signals = install_signals
         self.stop = asyncio.Event()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._queues: dict[tuple[str, str], asyncio.Queue[Any]] = {}
-        self._workers: set[asyncio.Task[None]] = set()
-        self._inflight: set[int] = set()
-        self._sem = asyncio.Semaphore(MAX_CONCURRENT_HANDLERS)
-        self.expired: set[str] = set()
-        self.polling: set[str] = set()
+        self.started = datetime.now(UTC)
+        #: Every account polled during this run, by bot id (ended ones too).
+        self.pollers: dict[str, Poller] = {}
+        self._running: dict[str, asyncio.Task[str]] = {}
+        self._changed = asyncio.Event()
+        self._dispatcher: Dispatcher | None = None
+        #: This process's share of the accounts when several processes poll one store.
+        self.share = LeaseShare()
+        #: SIGINT/SIGTERM or request_stop(), as opposed to running out of accounts.
+        self.stop_requested = False
 
     # ---- lifecycle --------------------------------------------------------------------------
 
     async def serve(self) -> int:
         bot = self.bot
-        bot._bind_loop()
-        svc = bot.service
+        runtime = bot.runtime
+        runtime.bind_loop()
         try:
             accounts = await self._accounts()
         except AccountError as exc:
@@ -74,332 +75,200 @@ class Runner:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.request_stop)
-        bot.polling = True
-        _log.info("bot_started", accounts=[a.bot_id for a in accounts], owner=self.owner)
-        tasks = [asyncio.create_task(self._account_loop(a)) for a in accounts]
-        jobs = asyncio.create_task(self._schedules(accounts))
-        sweeper = asyncio.create_task(spool.sweep_forever(svc))
+        self._dispatcher = Dispatcher(bot, runtime)
+        await self._update_share(len(accounts))
+        runtime.polling = True
+        _log.info("bot_started", accounts=len(accounts), owner=self.owner)
+        for account in accounts:
+            self._start(account)
+        helpers = [
+            asyncio.create_task(self._watch_accounts()),
+            asyncio.create_task(self._schedules()),
+            asyncio.create_task(spool.sweep_forever(runtime.service)),
+        ]
         try:
-            results = await asyncio.gather(*tasks)
+            await self._until_done()
         finally:
             self.stop.set()
-            jobs.cancel()
-            sweeper.cancel()
-            await self._finish_handlers()
-            bot.polling = False
-            await svc.aclose()
-            bot._svc = None
-            bot._outbox_obj = None
-        if all(r == "expired" for r in results):
+            for poller in self.pollers.values():
+                poller.stop.set()
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+            for task in helpers:
+                task.cancel()
+            await self._dispatcher.finish(bot.config.shutdown_grace_seconds)
+            await asyncio.to_thread(bot.store.retire_worker, self.owner)
+            runtime.polling = False
+            await bot.aclose()
+        if self.stop_requested:
+            return int(Exit.OK)
+        if self.expired:
             _log.error("all_sessions_expired", hint="run `ilinkbot login`")
             return int(Exit.SESSION_EXPIRED)
-        return int(Exit.OK)
+        _log.error("no_account_left", hint="run `ilinkbot login`")
+        return int(Exit.NO_ACCOUNT)
+
+    @property
+    def expired(self) -> set[str]:
+        """The accounts whose session expired while running."""
+        return {bot_id for bot_id, p in self.pollers.items() if p.expired}
 
     def request_stop(self) -> None:
         if not self.stop.is_set():
             _log.info("stopping", hint="finishing running handlers")
+            self.stop_requested = True
             self.stop.set()
+            self._changed.set()
 
-    async def _accounts(self) -> list[Any]:
+    async def _until_done(self) -> None:
+        """Until a stop is requested, or no account is left to poll."""
+        while not self.stop.is_set():
+            self._changed.clear()
+            if not self._running:
+                return
+            await self._changed.wait()
+
+    # ---- accounts that come and go --------------------------------------------------------------
+
+    def _start(self, account: Any) -> None:
+        assert self._dispatcher is not None
+        poller = Poller(
+            account,
+            self.bot.runtime,
+            self._dispatcher,
+            owner=self.owner,
+            stop=asyncio.Event(),
+            started=self.started,
+            share=self.share,
+        )
+        self.pollers[account.bot_id] = poller
+        task = asyncio.create_task(poller.run())
+        self._running[account.bot_id] = task
+
+        def ended(_: asyncio.Task[str], bot_id: str = account.bot_id) -> None:
+            if self._running.get(bot_id) is task:
+                del self._running[bot_id]
+            self._changed.set()
+
+        task.add_done_callback(ended)
+        _log.debug("account_started", account=account.bot_id)
+
+    async def _watch_accounts(self) -> None:
+        """Poll accounts logged in by another process (CLI, web page), and stop polling
+        those logged out or expired, within :data:`ACCOUNTS_REFRESH_SECONDS`."""
+        # A third of the lease at most, so a dead worker's share moves on soon after it.
+        every = min(ACCOUNTS_REFRESH_SECONDS, self.bot.config.poll_lease_seconds / 3)
+        while not self.stop.is_set():
+            await asyncio.sleep(every)
+            try:
+                active = {a.bot_id: a for a in await self._usable_accounts()}
+            except Exception:
+                _log.exception("accounts_refresh_failed")
+                continue
+            added = [a for bot_id, a in active.items() if bot_id not in self._running]
+            removed = [bot_id for bot_id in self._running if bot_id not in active]
+            for bot_id in removed:
+                self.pollers[bot_id].stop.set()
+                _log.debug("account_stopped", account=bot_id, reason="no longer active")
+            try:  # before starting, so that a new account finds room in this worker's share
+                await self._update_share(len(active))
+            except Exception:
+                _log.exception("heartbeat_failed")
+            for account in added:
+                self._start(account)
+            if added or removed:
+                _log.info(
+                    "accounts_changed",
+                    added=len(added),
+                    removed=len(removed),
+                    accounts=len(self._running),
+                )
+
+    async def _update_share(self, accounts: int) -> None:
+        """Heartbeat, then poll at most a fair share of the accounts: let go of the excess
+        (another worker takes it). Accounts named on the command line are never shared."""
+        ttl = self.bot.config.poll_lease_seconds
+        workers = await asyncio.to_thread(self.bot.store.heartbeat_worker, self.owner, ttl)
+        if self.wanted:
+            return
+        before = self.share.limit
+        self.share.update(accounts, workers)
+        if self.share.limit != before:
+            _log.info("share_changed", workers=workers, accounts=accounts, limit=self.share.limit)
+        staying = [
+            p
+            for p in self.pollers.values()
+            if p.polling and not p.shed.is_set() and not p.stop.is_set()
+        ]
+        limit = self.share.limit or 0
+        for poller in staying[limit:]:
+            poller.shed.set()
+
+    async def _usable_accounts(self) -> list[Any]:
         store = self.bot.store
         if self.wanted:
             found = []
             for w in self.wanted:
                 acc = await asyncio.to_thread(find_account, store, w)
-                if acc is None:
-                    raise AccountError(f"no account {w!r}; see `ilinkbot status`")
-                found.append(acc)
+                if acc is not None:
+                    found.append(acc)
         else:
-            found = [
-                a
-                for a in await asyncio.to_thread(store.list_accounts)
-                if a.state == "active" and a.token
-            ]
-        usable = [a for a in found if a.state == "active" and a.token]
+            found = await asyncio.to_thread(store.list_accounts)
+        return [a for a in found if a.state == "active" and a.token]
+
+    async def _accounts(self) -> list[Any]:
+        store = self.bot.store
+        for w in self.wanted or []:
+            if await asyncio.to_thread(find_account, store, w) is None:
+                raise AccountError(f"no account {w!r}; see `ilinkbot status`")
+        usable = await self._usable_accounts()
         if not usable:
             # Never start a QR login from a background process: say what to do instead.
             await asyncio.to_thread(choose_account, store, None)  # raises the right error
             raise AccountError("no active account; run `ilinkbot login`")
         return usable
 
-    async def _finish_handlers(self) -> None:
-        if not self._workers:
-            return
-        grace = self.bot.config.shutdown_grace_seconds
-        _done, pending = await asyncio.wait(set(self._workers), timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            _log.warning("handlers_cancelled_at_shutdown", count=len(pending))
-
-    # ---- one account ------------------------------------------------------------------------
-
-    async def _account_loop(self, account: Any) -> str:
-        store = self.bot.store
-        ttl = self.bot.config.poll_lease_seconds
-        announced = False
-        while not self.stop.is_set():
-            got = await asyncio.to_thread(store.acquire_lease, account.bot_id, self.owner, ttl)
-            if not got:
-                if not announced:
-                    _log.info(
-                        "account_polled_elsewhere",
-                        account=account.bot_id,
-                        holder=await asyncio.to_thread(store.lease_holder, account.bot_id),
-                    )
-                    announced = True
-                await self._sleep(ttl / 3)
-                continue
-            announced = False
-            try:
-                outcome = await self._poll(account)
-            finally:
-                await asyncio.to_thread(store.release_lease, account.bot_id, self.owner)
-            if outcome in ("expired", "stopped"):
-                return outcome
-        return "stopped"
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
-
-    async def _poll(self, account: Any) -> str:
-        bot = self.bot
-        store = bot.store
-        client = bot.service.client(account)
-        lost = asyncio.Event()
-        renew = asyncio.create_task(self._renew_lease(account, lost))
-        self.polling.add(account.bot_id)
-        try:
-            await self._best_effort(client.notify_start(), "notifystart", account)
-            await self._handle_backlog(account)
-            cursor = await asyncio.to_thread(store.get_cursor, account.bot_id)
-            failures = 0
-            last_drain = asyncio.get_running_loop().time()
-            while not self.stop.is_set():
-                if lost.is_set():
-                    _log.warning("lease_lost", account=account.bot_id)
-                    return "lost"
-                poll = asyncio.create_task(client.get_updates(cursor))
-                stopper = asyncio.create_task(self._first_of(self.stop, lost))
-                await asyncio.wait({poll, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                if not poll.done():
-                    poll.cancel()
-                    break
-                try:
-                    batch = poll.result()
-                except SessionExpired:
-                    await asyncio.to_thread(store.set_account_state, account.bot_id, "expired")
-                    self.expired.add(account.bot_id)
-                    _log.error(
-                        "session_expired",
-                        account=account.bot_id,
-                        hint="run `ilinkbot login` to log this account in again",
-                    )
-                    return "expired"
-                except IlinkError as exc:
-                    failures += 1
-                    delay = RETRY_AFTER_THREE_SECONDS if failures >= 3 else RETRY_SECONDS
-                    if failures >= 3:
-                        failures = 0
-                    _log.warning(
-                        "poll_failed", account=account.bot_id, error=str(exc), retry_in=delay
-                    )
-                    await self._wait_jittered(delay)
-                    continue
-                failures = 0
-                try:
-                    rows = await absorb_batch(bot._outbox, account, batch)
-                except SessionExpired:
-                    continue  # the next poll reports it
-                except Exception:
-                    # Not stored: keep the old cursor so the server sends the batch again.
-                    _log.exception("batch_not_stored", account=account.bot_id)
-                    await self._wait_jittered(RETRY_SECONDS)
-                    continue
-                if batch.cursor:
-                    cursor = batch.cursor
-                for row in rows:
-                    self._dispatch(account, row)
-                now = asyncio.get_running_loop().time()
-                if now - last_drain > DRAIN_EVERY_SECONDS:
-                    last_drain = now
-                    await self._drain(account)
-            return "stopped"
-        finally:
-            self.polling.discard(account.bot_id)
-            renew.cancel()
-            await self._best_effort(client.notify_stop(), "notifystop", account)
-
-    async def _first_of(self, *events: asyncio.Event) -> None:
-        waits = [asyncio.create_task(e.wait()) for e in events]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-
-    async def _wait_jittered(self, seconds: float) -> None:
-        # jitter within ±25 % so many bots do not retry in step
-        delay = seconds * random.uniform(0.75, 1.25)
-        stop = asyncio.create_task(self.stop.wait())
-        sleeper = asyncio.create_task(pause(delay))
-        await asyncio.wait({stop, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        sleeper.cancel()
-
-    async def _renew_lease(self, account: Any, lost: asyncio.Event) -> None:
-        ttl = self.bot.config.poll_lease_seconds
-        while True:
-            await asyncio.sleep(ttl / 3)
-            try:
-                ok = await asyncio.to_thread(
-                    self.bot.store.acquire_lease, account.bot_id, self.owner, ttl
-                )
-            except Exception:
-                _log.exception("lease_renew_failed", account=account.bot_id)
-                continue
-            if not ok:
-                lost.set()
-                return
-
-    async def _best_effort(self, coro: Any, what: str, account: Any) -> None:
-        try:
-            await asyncio.wait_for(coro, timeout=10)
-        except (IlinkError, TimeoutError) as exc:
-            _log.info(f"{what}_failed", account=account.bot_id, error=str(exc))
-
-    async def _drain(self, account: Any) -> None:
-        try:
-            await self.bot._outbox.drain(account)
-        except SessionExpired:
-            pass
-        except Exception:
-            _log.exception("drain_failed", account=account.bot_id)
-
-    # ---- handling ---------------------------------------------------------------------------
-
-    async def _handle_backlog(self, account: Any) -> None:
-        rows = await asyncio.to_thread(self.bot.store.unhandled, account.bot_id)
-        if rows:
-            _log.info("handling_backlog", account=account.bot_id, count=len(rows))
-        for row in rows:
-            self._dispatch(account, row)
-
-    def _dispatch(self, account: Any, row: Any) -> None:
-        if row.id in self._inflight:
-            return
-        self._inflight.add(row.id)
-        key = (account.bot_id, row.user_id)
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = asyncio.Queue()
-            self._queues[key] = queue
-            task = asyncio.create_task(self._user_worker(key, account, queue))
-            self._workers.add(task)
-            task.add_done_callback(self._workers.discard)
-        queue.put_nowait(row)
-
-    async def _user_worker(
-        self, key: tuple[str, str], account: Any, queue: asyncio.Queue[Any]
-    ) -> None:
-        try:
-            while not queue.empty():
-                row = queue.get_nowait()
-                try:
-                    async with self._sem:
-                        await self._handle(account, row)
-                finally:
-                    self._inflight.discard(row.id)
-        finally:
-            # No await between the last empty() and here, so nothing can have been queued
-            # meanwhile; rows left by a cancelled worker stay unhandled in the inbox and are
-            # handled first on the next start.
-            if self._queues.get(key) is queue:
-                del self._queues[key]
-
-    async def _handle(self, account: Any, row: Any) -> None:
-        bot = self.bot
-        store = bot.store
-        if not row.user_id or row.user_id == MALFORMED_SENDER:
-            await asyncio.to_thread(
-                store.record_handler_failure, row.id, "malformed message: no sender", max_attempts=1
-            )
-            _log.warning("malformed_message_kept", account=account.bot_id, inbox_id=row.id)
-            return
-        msg = Message(bot, account, row)
-        ctx = Context(bot, account, row.user_id)
-        handler = next((h for h in bot.handlers if self._matches(h, msg)), None)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                if handler is not None:
-                    await call_flexibly(handler.func, msg, ctx)
-                await asyncio.to_thread(store.mark_handled, row.id)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                _log.exception(
-                    "handler_failed",
-                    account=account.bot_id,
-                    inbox_id=row.id,
-                    handler=handler.name if handler else None,
-                    attempt=attempt,
-                )
-                for on_error in bot.error_handlers:
-                    try:
-                        await call_flexibly(on_error, exc, msg, ctx)
-                    except Exception:
-                        _log.exception("error_handler_failed")
-                updated = await asyncio.to_thread(
-                    store.record_handler_failure,
-                    row.id,
-                    f"{type(exc).__name__}: {exc}",
-                    max_attempts=bot.config.handler_max_attempts,
-                )
-                if getattr(updated, "dead_at", None) is not None:
-                    _log.error(
-                        "message_dead_lettered",
-                        account=account.bot_id,
-                        inbox_id=row.id,
-                        attempts=attempt,
-                    )
-                    return
-                await pause(backoff(attempt))
-
-    def _matches(self, handler: Any, msg: Message) -> bool:
-        try:
-            return bool(handler.matches(msg))
-        except Exception:
-            _log.exception("filter_failed", handler=handler.name)
-            return False
-
     # ---- schedules --------------------------------------------------------------------------
 
-    async def _schedules(self, accounts: list[Any]) -> None:
+    async def _schedules(self) -> None:
         bot = self.bot
         if not bot.jobs:
             return
 
         async def run_job(job: Job) -> None:
-            acc = self._job_account(job, accounts)
-            if acc is None:
-                return
-            if acc.bot_id not in self.polling:
-                _log.info("schedule_skipped", job=job.name, reason="account polled elsewhere")
-                return
-            await call_flexibly(job.func, Context(bot, acc, None))
+            for account in self._job_accounts(job):
+                ctx = Context(bot.runtime, account, None)
+                try:
+                    await call_flexibly(job.func, ctx)
+                except Exception:
+                    _log.exception("job_failed", job=job.name, account=account.bot_id)
+                finally:
+                    await ctx.flush()
 
         await Scheduler(bot.jobs, run_job, bot.clock).run(self.stop)
 
-    def _job_account(self, job: Job, accounts: list[Any]) -> Any:
+    def _job_accounts(self, job: Job) -> list[Any]:
+        """The accounts ``job`` runs for now: its own, every account polled here with
+        ``per_account``, or the only one. With several and neither, it never guesses."""
+        polled = [p.account for p in self.pollers.values() if p.polling]
         if job.account:
-            for a in accounts:
+            for p in self.pollers.values():
+                a = p.account
                 if job.account in (a.bot_id, a.bot_id.replace("@im.bot", "-im-bot")):
-                    return a
+                    if p.polling:
+                        return [a]
+                    _log.info("schedule_skipped", job=job.name, reason="account polled elsewhere")
+                    return []
             _log.warning("schedule_account_missing", job=job.name, account=job.account)
-            return None
-        return accounts[0]
+            return []
+        if job.per_account:
+            return polled
+        if len(self.pollers) > 1:
+            _log.error(
+                "schedule_ambiguous",
+                job=job.name,
+                hint="several accounts: give the job account=... or per_account=True",
+            )
+            return []
+        if not polled:
+            _log.info("schedule_skipped", job=job.name, reason="account polled elsewhere")
+        return polled

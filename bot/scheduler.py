@@ -39,6 +39,8 @@ class Job:
     tz: str | None = None
     account: str | None = None
     name: str = ""
+    #: Run once for every account polled by this process, instead of for one account.
+    per_account: bool = False
     next_at: datetime | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -46,6 +48,8 @@ class Job:
             raise ValueError(f"invalid cron expression {self.cron!r}")
         self.zone = ZoneInfo(self.tz) if self.tz else UTC
         self.name = self.name or getattr(self.func, "__name__", "job")
+        if self.account and self.per_account:
+            raise ValueError(f"job {self.name!r}: give account= or per_account=True, not both")
 
     def next_after(self, moment: datetime) -> datetime:
         local = moment.astimezone(self.zone)

@@ -10,11 +10,12 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx
+from ilinkbot.ilink import IlinkClient
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
 
 from .runner import Runner
-from .testing import sandbox_login
 
 __all__ = ["SANDBOX_USER", "run_in_sandbox"]
 
@@ -126,3 +127,35 @@ def _say(sb: Sandbox, line: str) -> None:
             sb.user_says(SANDBOX_USER, file=(path.name, data))
         return
     sb.user_says(SANDBOX_USER, line)
+
+
+async def sandbox_login(
+    sandbox: Any,
+    store: Any,
+    *,
+    owner: str = "owner@im.wechat",
+    base_url: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Any:
+    """Scan and confirm a fresh QR code in ``sandbox`` and save the account in ``store``.
+
+    Over real HTTP pass the server's ``base_url``; in-process the sandbox's transport is
+    used. Returns the stored account."""
+    base = base_url or sandbox.api_base
+    http = httpx.AsyncClient(transport=transport or (None if base_url else sandbox.transport()))
+    try:
+        client = IlinkClient(base, None, http=http)
+        qr = await client.get_bot_qrcode(store.local_tokens())
+        sandbox.scan(qr.qrcode)
+        sandbox.confirm(owner, qr.qrcode)
+        status = await client.get_qrcode_status(qr.qrcode)
+        if status.status != "confirmed" or not status.ilink_bot_id or not status.bot_token:
+            raise RuntimeError(f"sandbox login ended with {status.status!r}")
+        return store.save_account(
+            status.ilink_bot_id,
+            token=status.bot_token,
+            base_url=status.baseurl or base,
+            owner_user_id=status.ilink_user_id or owner,
+        )
+    finally:
+        await http.aclose()

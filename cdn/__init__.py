@@ -24,6 +24,7 @@ from .crypto import (
     new_aes_key,
 )
 from .download import (
+    DEFAULT_CDN_DOMAINS,
     DEFAULT_MAX_BYTES,
     DownloadedMedia,
     MediaRef,
@@ -43,6 +44,7 @@ from .mime import (
 from .upload import UPLOAD_ATTEMPTS, UploadedMedia, cdn_upload_url, upload_media
 
 __all__ = [
+    "DEFAULT_CDN_DOMAINS",
     "DEFAULT_MAX_BYTES",
     "UPLOAD_ATTEMPTS",
     "CdnDownloadError",

@@ -4,8 +4,10 @@
 > VOICE, else the media of a quoted message). :func:`download_media` fetches it, streaming
 the ciphertext through the decryptor into memory or into a file, and refuses:
 
-* a URL whose origin (scheme, host, port) is not the configured CDN base's (a crafted
-  ``full_url`` must not make the bot fetch arbitrary addresses); redirects are not followed;
+* a URL that is neither on the configured CDN base's origin (scheme, host, port) nor an
+  ``https`` URL on a host of the CDN's domain families (``allowed_domains``, by default
+  Tencent's; an IP literal never counts): a crafted ``full_url`` must not make the bot fetch
+  arbitrary or internal addresses. Redirects are not followed;
 * more than ``max_bytes`` (checked on ``Content-Length`` and again while streaming);
 * a missing or malformed AES key (keyless *images* are fetched as they are, like the
   official client does).
@@ -14,6 +16,7 @@ the ciphertext through the decryptor into memory or into a file, and refuses:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import secrets
 from collections.abc import Collection
@@ -38,6 +41,7 @@ from .mime import (
 )
 
 __all__ = [
+    "DEFAULT_CDN_DOMAINS",
     "DEFAULT_DOWNLOAD_TIMEOUT",
     "DEFAULT_MAX_BYTES",
     "DownloadedMedia",
@@ -48,6 +52,9 @@ __all__ = [
     "pick_media",
 ]
 
+#: Domain families Tencent's media CDN answers from: ``full_url`` is fetched as given (like the
+#: official client) when it is ``https`` on one of them or any of their subdomains.
+DEFAULT_CDN_DOMAINS: tuple[str, ...] = ("qq.com", "qpic.cn", "wechat.com")
 #: Inbound media cap, as the official host's media store (§7.4, §8.1).
 DEFAULT_MAX_BYTES = 100 * 2**20
 #: Bounds stalls only (a minute without progress), not the total duration.
@@ -232,10 +239,34 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return scheme, url.host.lower().rstrip("."), url.port or _DEFAULT_PORTS.get(scheme)
 
 
-def check_cdn_url(url: str, cdn_base_url: str, allowed_origins: Collection[str] = ()) -> httpx.URL:
-    """Parse ``url`` and refuse it unless its origin is the CDN base's (or allowed).
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
-    ``allowed_origins`` are further base URLs (only their scheme, host and port count).
+
+def _in_domains(host: str, domains: Collection[str]) -> bool:
+    for domain in domains:
+        domain = domain.lower().strip(".")
+        if domain and (host == domain or host.endswith("." + domain)):
+            return True
+    return False
+
+
+def check_cdn_url(
+    url: str,
+    cdn_base_url: str,
+    allowed_origins: Collection[str] = (),
+    allowed_domains: Collection[str] = DEFAULT_CDN_DOMAINS,
+) -> httpx.URL:
+    """Parse ``url`` and refuse it unless it is on the CDN base's origin (or an allowed one),
+    or is ``https`` on a host named by ``allowed_domains`` (the domain or a subdomain).
+
+    ``allowed_origins`` are further base URLs (only their scheme, host and port count); they
+    and the CDN base are trusted as configured, so the sandbox's ``http://127.0.0.1`` CDN
+    works. A URL allowed by domain must be ``https`` and never an IP literal.
     Raises :class:`~cdn.errors.MediaRefused`.
     """
     try:
@@ -246,13 +277,16 @@ def check_cdn_url(url: str, cdn_base_url: str, allowed_origins: Collection[str] 
         raise MediaRefused("media URL must be an absolute http(s) URL")
     if parsed.userinfo:
         raise MediaRefused("media URL must not carry credentials")
-    allowed = {_origin(httpx.URL(base)) for base in (cdn_base_url, *allowed_origins)}
-    if _origin(parsed) not in allowed:
-        scheme, host, port = _origin(parsed)
-        raise MediaRefused(
-            f"media URL origin {scheme}://{host}:{port} is not the configured CDN's; refused"
-        )
-    return parsed
+    origin = _origin(parsed)
+    if origin in {_origin(httpx.URL(base)) for base in (cdn_base_url, *allowed_origins)}:
+        return parsed
+    scheme, host, port = origin
+    if scheme == "https" and not _is_ip_literal(host) and _in_domains(host, allowed_domains):
+        return parsed
+    raise MediaRefused(
+        f"media URL {scheme}://{host}:{port} is neither the configured CDN's origin nor https"
+        " on an allowed CDN domain; refused"
+    )
 
 
 class _Sink:
@@ -347,6 +381,7 @@ async def download_media(
     dest: Path | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     allowed_origins: Collection[str] = (),
+    allowed_domains: Collection[str] = DEFAULT_CDN_DOMAINS,
     timeout: httpx.Timeout | float | None = DEFAULT_DOWNLOAD_TIMEOUT,
 ) -> DownloadedMedia:
     """Fetch and decrypt ``ref``.
@@ -355,6 +390,8 @@ async def download_media(
     directory, the file is saved inside it under the sanitised name (never overwriting:
     ``name (1).ext`` …); any other ``dest`` is the exact file path (replaced atomically).
     The plaintext is streamed, so memory stays bounded when writing to a file.
+
+    ``allowed_origins`` and ``allowed_domains`` are as in :func:`check_cdn_url`.
 
     Raises :class:`~cdn.errors.MediaRefused` (foreign URL, over ``max_bytes``, bad key) and
     :class:`~cdn.errors.CdnDownloadError` (HTTP or network failure, damaged ciphertext).
@@ -368,7 +405,7 @@ async def download_media(
         url = cdn_download_url(cdn_base_url, ref.encrypt_query_param)
     else:
         raise MediaRefused("media reference has neither full_url nor encrypt_query_param")
-    check_cdn_url(url, cdn_base_url, allowed_origins)
+    check_cdn_url(url, cdn_base_url, allowed_origins, allowed_domains)
     wire_cap = max_bytes + BLOCK_SIZE if key is not None else max_bytes
 
     tmp_path: Path | None = None

@@ -10,9 +10,9 @@
         ├── CdnDownloadError     the media could not be fetched or decrypted
         │                        (non-2xx, network error, ciphertext that is not whole blocks,
         │                        bad PKCS7 padding)
-        └── MediaRefused         refused by policy before or while fetching: a URL outside the
-                                 configured CDN origin, more than ``max_bytes``, a missing or
-                                 malformed AES key
+        └── MediaRefused         refused by policy before or while fetching: a URL neither on
+                                 the configured CDN origin nor https on an allowed CDN domain,
+                                 more than ``max_bytes``, a missing or malformed AES key
 
 Errors of ``getuploadurl`` itself are the :mod:`ilink.errors` ones raised by
 :meth:`ilink.client.IlinkClient.get_upload_url` and pass through unchanged.

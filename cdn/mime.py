@@ -169,6 +169,8 @@ def sniff_image_mime(head: bytes) -> str | None:
 
 
 _MAX_NAME_CHARS = 120
+#: File systems cap a name at 255 bytes; room is left for a temporary suffix.
+_MAX_NAME_BYTES = 200
 _MAX_EXT_CHARS = 16
 _UNSAFE_CHARS = re.compile(r'[<>:"|?*]')
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
@@ -180,8 +182,8 @@ def sanitize_file_name(name: str | None, default: str = "file") -> str:
     Keeps only the last path component (both ``/`` and ``\\`` count), drops control and
     format characters (including bidi overrides), replaces characters Windows forbids,
     strips leading/trailing dots and spaces (no hidden files, no ``..``), bounds the
-    length to 120 characters keeping the extension, and falls back to ``default`` when
-    nothing usable is left.
+    length to 120 characters and 200 UTF-8 bytes keeping the extension, and falls back to
+    ``default`` when nothing usable is left.
     """
     text = unicodedata.normalize("NFC", name or "")
     text = re.split(r"[\\/]", text)[-1]
@@ -195,8 +197,11 @@ def sanitize_file_name(name: str | None, default: str = "file") -> str:
         text = default
     if _WINDOWS_RESERVED.match(text):
         text = "_" + text
-    if len(text) > _MAX_NAME_CHARS:
+    if len(text) > _MAX_NAME_CHARS or len(text.encode()) > _MAX_NAME_BYTES:
         dot = text.rfind(".")
         ext = text[dot:] if dot > 0 and len(text) - dot <= _MAX_EXT_CHARS else ""
-        text = text[: _MAX_NAME_CHARS - len(ext)].rstrip(" .") + ext
+        stem = text[: _MAX_NAME_CHARS - len(ext)]
+        room = _MAX_NAME_BYTES - len(ext.encode())
+        stem = stem.encode()[:room].decode(errors="ignore")  # no half character at the cut
+        text = stem.rstrip(" .") + ext
     return text

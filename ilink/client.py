@@ -373,13 +373,19 @@ class IlinkClient:
     # ---- typing and presence (§3.5, §6) ---------------------------------------------------
 
     async def get_config(self, user_id: str, context_token: str | None = None) -> str:
-        """The user's ``typing_ticket`` ("" when the server gave none)."""
+        """The user's ``typing_ticket`` ("" when the server gave none).
+
+        Only an answer with ``ret`` 0 counts, as for the official client: one without ``ret``
+        raises :class:`ProtocolError` instead of passing for an empty ticket.
+        """
         data = await self._post(
             "getconfig",
             "ilink/bot/getconfig",
             {"ilink_user_id": user_id, "context_token": context_token},
             timeout=LIGHT_TIMEOUT,
         )
+        if "ret" not in data:
+            raise ProtocolError("getconfig: answer has no ret", endpoint="getconfig")
         ticket = data.get("typing_ticket")
         return ticket if isinstance(ticket, str) else ""
 

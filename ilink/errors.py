@@ -123,8 +123,12 @@ def check_response(endpoint: str, status: int, body: bytes) -> dict[str, Any]:
         raise HttpStatusError(status, text, endpoint=endpoint)
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # also: an int past Python's digit limit
         raise ProtocolError(f"{endpoint}: answer is not JSON ({exc})", endpoint=endpoint) from None
+    except RecursionError:
+        raise ProtocolError(
+            f"{endpoint}: answer is nested too deep to decode", endpoint=endpoint
+        ) from None
     if not isinstance(data, dict):
         raise ProtocolError(f"{endpoint}: answer is not a JSON object", endpoint=endpoint)
     ret = _as_int(data.get("ret"))

@@ -22,6 +22,7 @@ __all__ = [
     "SECRET_KEYS",
     "configure_logging",
     "get_logger",
+    "library_logger",
     "redact",
     "redact_processor",
     "register_secret",
@@ -189,13 +190,31 @@ def configure_logging(
 def get_logger(name: str | None = None, **initial: Any) -> Any:
     """A structlog logger bound with ``logger=name``.
 
-    It stays a lazy proxy: binding here would freeze structlog's *default* configuration
-    (stdout, no redaction) into module-level loggers created before
-    :func:`configure_logging` runs.
+    It stays a lazy proxy: it follows structlog's configuration once the application (or the
+    CLI, :func:`configure_logging`) made one. Until then ilinkbot is a library and logs like
+    one, through the standard :mod:`logging` module (logger ``ilinkbot.<name>``): warnings
+    and errors reach stderr, and the caller's ``logging`` set-up decides the rest; never
+    structlog's default of printing every level to stdout.
     """
     if name:
         initial = {"logger": name, **initial}
     return _LazyLogger(initial)
+
+
+def library_logger(name: str) -> Any:
+    """A structlog logger over the standard library's ``logging.getLogger(name)``, with the
+    redaction processor, that configures nothing global (used while structlog is not)."""
+    return structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=[
+            structlog.stdlib.filter_by_level,  # before the work: debug costs nothing
+            structlog.stdlib.add_log_level,
+            redact_processor,
+            _format_exc_redacted,
+            structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0),
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
 
 
 class _LazyLogger:
@@ -215,6 +234,15 @@ class _LazyLogger:
         return _LazyLogger({**self._initial, **values})
 
     def __getattr__(self, name: str) -> Any:
+        if not structlog.is_configured():
+            made_for: tuple[Any, ...] = (None, None, None, None)
+            if self._made_for != made_for or self._logger is None:
+                where = str(self._initial.get("logger") or "ilinkbot")
+                if not where.startswith("ilinkbot"):
+                    where = f"ilinkbot.{where}"
+                self._logger = library_logger(where).bind(**self._initial)
+                self._made_for = made_for
+            return getattr(self._logger, name)
         cfg = structlog.get_config()
         now = (cfg["processors"], cfg["wrapper_class"], cfg["logger_factory"], cfg["context_class"])
         made_for, logger = self._made_for, self._logger

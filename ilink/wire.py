@@ -177,7 +177,8 @@ def new_client_id(now_ms: int | None = None) -> str:
 def derived_client_id(seed: str, position: int, now_ms: int) -> str:
     """A deterministic ``client_id`` (same shape) for reply ``position`` to inbound ``seed``.
 
-    A handler re-run after a crash produces the same ids, so the server drops repeats.
+    A handler re-run after a crash produces the same ids, so the store finds the rows it
+    already queued (whether the server also drops a repeated id is unknown).
     """
     import hashlib
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .bot.message import Context, Message
     from .bot.outbox import SendResult
     from .bot.push import send_to_wechat
+    from .bot.router import Router
     from .ilink._version import __version__
     from .ilink.errors import (
         ApiError,
@@ -45,6 +46,7 @@ __all__ = [
     "ProtocolError",
     "ReplyWindowClosed",
     "RequestTimeout",
+    "Router",
     "SendResult",
     "SessionExpired",
     "TransportError",
@@ -69,6 +71,7 @@ _WHERE = {
     "Message": ".bot.message",
     "SendResult": ".bot.outbox",
     "send_to_wechat": ".bot.push",
+    "Router": ".bot.router",
     "__version__": ".ilink._version",
     **{
         name: ".ilink.errors"

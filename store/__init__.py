@@ -7,10 +7,12 @@ none of ``ilink``, ``cdn`` or ``bot``.
 
 from .engine import default_home, resolve_url
 from .errors import (
+    DatabaseUrlError,
     InvalidTransitionError,
     NotFoundError,
     StoreBusy,
     StoreError,
+    StoreUnavailable,
     UnknownAccountError,
 )
 from .migrations import SCHEMA_VERSION, SchemaTooNewError
@@ -30,6 +32,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Account",
     "AccountState",
+    "DatabaseUrlError",
     "InboundRecord",
     "InboxRow",
     "InvalidTransitionError",
@@ -42,6 +45,7 @@ __all__ = [
     "Store",
     "StoreBusy",
     "StoreError",
+    "StoreUnavailable",
     "UnknownAccountError",
     "default_home",
     "new_client_id",

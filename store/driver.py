@@ -23,16 +23,16 @@ from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from sqlalchemy import Engine, Table
 from sqlalchemy.pool import StaticPool
 
 from .errors import StoreBusy
+from .log import get_logger
 from .models import JSONText, UTCDateTime, require_aware
 
 __all__ = ["CHECKPOINT_EVERY", "Cursor", "DriverLane", "columns"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: Inline (``nowait``) commits between background WAL checkpoints: a push commits twice,
 #: ~4 pages each, so ~250 commits is SQLite's default of ~1000 pages.

@@ -1,6 +1,6 @@
 """Engine construction: where the data lives, and the SQLite transaction recipe.
 
-SQLite recipe (measured in ``tests/store/measure_sqlite_locking.py``, see the README):
+SQLite recipe (measured in ``tests/store/measure_sqlite_locking.py``, see ``docs/store.md``):
 
 * ``journal_mode=WAL`` (readers never block the writer), ``synchronous=NORMAL`` (durable
   against process crashes; a power cut may lose the last transactions but never corrupts),
@@ -21,10 +21,13 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import structlog
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
+
+from .errors import DatabaseUrlError, StoreUnavailable
+from .log import get_logger
 
 __all__ = [
     "BEGIN_MODE_OPTION",
@@ -35,7 +38,7 @@ __all__ = [
     "resolve_url",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_FILENAME = "ilinkbot.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -62,19 +65,26 @@ def resolve_url(database_url: str | None, home: Path | None = None) -> URL:
         return URL.create("sqlite+pysqlite", database=str(path))
     if database_url.startswith("postgres://"):
         database_url = "postgresql://" + database_url[len("postgres://") :]
-    url = make_url(database_url)
+    try:
+        url = make_url(database_url)
+    except ArgumentError:  # the text is not echoed: it may hold a password
+        raise DatabaseUrlError(
+            "database_url is not a URL: use sqlite:///PATH or postgresql://USER@HOST/DB"
+        ) from None
     backend = url.get_backend_name()
     if backend == "postgresql":
         if url.drivername in ("postgresql", "postgresql+psycopg"):
             return url.set(drivername="postgresql+psycopg")
-        raise ValueError(
+        raise DatabaseUrlError(
             f"unsupported PostgreSQL driver {url.drivername!r}: use postgresql+psycopg://"
         )
     if backend == "sqlite":
         if url.drivername not in ("sqlite", "sqlite+pysqlite"):
-            raise ValueError(f"unsupported SQLite driver {url.drivername!r}: use sqlite://")
+            raise DatabaseUrlError(f"unsupported SQLite driver {url.drivername!r}: use sqlite://")
         return url.set(drivername="sqlite+pysqlite")
-    raise ValueError(f"unsupported database {backend!r}: use sqlite:// or postgresql+psycopg://")
+    raise DatabaseUrlError(
+        f"unsupported database {backend!r}: use sqlite:// or postgresql+psycopg://"
+    )
 
 
 def _is_memory(url: URL) -> bool:
@@ -154,10 +164,17 @@ def create_store_engine(url: URL) -> Engine:
             assert url.database is not None
             path = Path(url.database).expanduser().absolute()
             url = url.set(database=str(path))
-            _prepare_sqlite_file(path)
+            if path.is_dir():
+                raise DatabaseUrlError(f"the database path {path} is a directory, not a file")
+            try:
+                _prepare_sqlite_file(path)
+            except OSError as exc:  # a read-only or full disk, no permission
+                raise StoreUnavailable(
+                    f"cannot create the database {path}: {exc.strerror or exc}"
+                ) from None
             engine = create_engine(url, connect_args=connect_args, pool_size=8, max_overflow=8)
         _install_sqlite_recipe(engine, wal=not memory)
         return engine
     if backend == "postgresql":
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-    raise ValueError(f"unsupported database {backend!r}")
+    raise DatabaseUrlError(f"unsupported database {backend!r}")

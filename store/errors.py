@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 __all__ = [
+    "DatabaseUrlError",
     "InvalidTransitionError",
     "NotFoundError",
     "StoreBusy",
     "StoreError",
+    "StoreUnavailable",
     "UnknownAccountError",
+    "one_line",
 ]
 
 
@@ -33,3 +36,20 @@ class InvalidTransitionError(StoreError, ValueError):
 class StoreBusy(StoreError):
     """A write asked not to wait (``nowait=True``) found SQLite's write lock taken by another
     thread or process. Nothing was written; the same call without ``nowait`` waits its turn."""
+
+
+class DatabaseUrlError(StoreError, ValueError):
+    """The database URL names no database ilinkbot can use: an unknown scheme or driver, text
+    that is not a URL, a SQLite path that is a directory. A configuration error."""
+
+
+class StoreUnavailable(StoreError):
+    """The database exists in the configuration but cannot be opened or written: not a
+    SQLite file, no permission, a read-only or full disk, PostgreSQL unreachable or missing."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of a driver's message (SQLAlchemy adds SQL and a link below it)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -23,16 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import structlog
 from sqlalchemy import Connection, Engine, func, insert, inspect, select, text
 
-from .models import OutboxState, metadata, outbox, schema_table
+from .log import get_logger
+from .models import OutboxState, metadata, outbox, schema_table, settings, workers
 
 __all__ = ["SCHEMA_VERSION", "STEPS", "SchemaTooNewError", "Step", "current_version", "migrate"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 # PostgreSQL advisory-lock key (two int4): "il" / migrations.
 _PG_LOCK_NAMESPACE = 0x696C
@@ -49,7 +49,7 @@ class Step:
     upgrade: Callable[[Connection], object]
 
 
-def _outbox_v2(conn: Connection) -> None:
+def _outbox_v4(conn: Connection) -> None:
     """outbox: the ``session_expired`` state and the ``claimed_by`` column."""
     states = ", ".join(f"'{s.value}'" for s in OutboxState)
     if conn.dialect.name == "postgresql":
@@ -68,15 +68,19 @@ def _outbox_v2(conn: Connection) -> None:
         )
     ).all():
         conn.execute(text(f'DROP INDEX "{name}"'))
-    conn.execute(text("ALTER TABLE outbox RENAME TO outbox_v1"))
+    conn.execute(text("ALTER TABLE outbox RENAME TO outbox_before"))
     outbox.create(conn)
     cols = ", ".join(c.name for c in outbox.columns if c.name != "claimed_by")
-    conn.execute(text(f"INSERT INTO outbox ({cols}) SELECT {cols} FROM outbox_v1"))
-    conn.execute(text("DROP TABLE outbox_v1"))
+    conn.execute(text(f"INSERT INTO outbox ({cols}) SELECT {cols} FROM outbox_before"))
+    conn.execute(text("DROP TABLE outbox_before"))
 
 
 #: version -> the step that upgrades a database at ``version - 1`` to ``version``.
-STEPS: dict[int, Step] = {2: Step("outbox.session_expired+claimed_by", _outbox_v2)}
+STEPS: dict[int, Step] = {
+    2: Step("settings table (the default account)", lambda c: settings.create(c)),
+    3: Step("workers table (several processes share the accounts)", lambda c: workers.create(c)),
+    4: Step("outbox: the session_expired state and claimed_by", _outbox_v4),
+}
 
 
 def current_version(conn: Connection) -> int | None:

@@ -50,6 +50,7 @@ __all__ = [
     "UTCDateTime",
     "dump_json",
     "metadata",
+    "settings",
 ]
 
 
@@ -264,6 +265,16 @@ leases = Table(
     Column("expires_at", UTCDateTime, nullable=False),
 )
 
+#: Processes running a receive loop on this store, each with a heartbeat: how many share the
+#: accounts, so that each polls its fair share.
+workers = Table(
+    "workers",
+    metadata,
+    Column("owner", String(255), primary_key=True),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
 pending_login = Table(
     "pending_login",
     metadata,
@@ -273,6 +284,15 @@ pending_login = Table(
     Column("poll_base", Text, nullable=False),
     Column("png_path", Text, nullable=True),
     Column("issued_at", UTCDateTime, nullable=False),
+)
+
+#: Installation-wide choices (one row per key), e.g. the default account of pushes.
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 

@@ -13,6 +13,7 @@ open the same database.
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import structlog
 from sqlalchemy import (
     Connection,
     Engine,
@@ -36,13 +36,21 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from . import migrations
 from .driver import DriverLane, columns
 from .engine import BEGIN_MODE_OPTION, create_store_engine, resolve_url
-from .errors import InvalidTransitionError, NotFoundError, UnknownAccountError
+from .errors import (
+    InvalidTransitionError,
+    NotFoundError,
+    StoreUnavailable,
+    UnknownAccountError,
+    one_line,
+)
 from .holders import holder_gone, this_holder
+from .log import get_logger
 from .models import (
     Account,
     AccountState,
@@ -62,18 +70,22 @@ from .models import (
     peers,
     pending_login,
     require_aware,
+    settings,
     user_data,
+    workers,
 )
 
 __all__ = ["Store", "new_client_id"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # PostgreSQL advisory-lock namespaces (two-int4 keys: namespace, hashtext(bot_id)).
 _PG_BATCH_LOCK_NAMESPACE = 0x696D  # one batch recorder per account at a time
 _PG_CLAIM_LOCK_NAMESPACE = 0x696E  # one claim per account at a time
 #: Takes one of those locks for the rest of the transaction: (namespace, bot_id).
 _PG_ACCOUNT_LOCK = "SELECT pg_advisory_xact_lock(?, hashtext(?))"
+#: The ``settings`` key of the account pushes use when none is named.
+_DEFAULT_ACCOUNT_KEY = "default_account"
 
 
 def new_client_id() -> str:
@@ -142,6 +154,10 @@ class Store:
         engine = create_store_engine(url)
         try:
             migrations.migrate(engine)
+        except (DBAPIError, sqlite3.Error) as exc:  # not SQLite, read-only, PG unreachable...
+            engine.dispose()
+            where = url.render_as_string(hide_password=True)
+            raise StoreUnavailable(f"cannot open the database {where}: {one_line(exc)}") from None
         except BaseException:
             engine.dispose()
             raise
@@ -338,6 +354,7 @@ class Store:
 
         Each old account is logged out (its history stays readable); its aliases move to
         ``new_bot_id`` (unless the new account already uses the alias or names that user),
+        as does the default-account setting when it named one of them,
         and its unsent rows (pending, sending, held, session_expired) move too, as ``held``:
         context tokens belong to the bot that received them, so each row waits until its
         user writes to the new bot, then goes out in order. The new account's own
@@ -382,6 +399,12 @@ class Store:
                         updated_at=now,
                     )
                 ).rowcount
+            if old_ids:  # a default that named a replaced account follows the owner
+                conn.execute(
+                    update(settings)
+                    .where(settings.c.key == _DEFAULT_ACCOUNT_KEY, settings.c.value.in_(old_ids))
+                    .values(value=new_bot_id, updated_at=now)
+                )
             moved += conn.execute(
                 update(outbox)
                 .where(
@@ -452,6 +475,33 @@ class Store:
         if existed:
             log.info("account_deleted", bot_id=bot_id)
         return existed
+
+    def default_account(self) -> str | None:
+        """The bot id chosen with :meth:`set_default_account`, or None. It may name an
+        account that has since logged out or been deleted: callers say so, never skip it."""
+        with self._read() as conn:
+            value = conn.execute(
+                select(settings.c.value).where(settings.c.key == _DEFAULT_ACCOUNT_KEY)
+            ).scalar_one_or_none()
+        return str(value) if value is not None else None
+
+    def set_default_account(self, bot_id: str | None) -> None:
+        """Make ``bot_id`` (an existing account) the default of pushes; None clears it."""
+        with self._write() as conn:
+            if bot_id is None:
+                conn.execute(delete(settings).where(settings.c.key == _DEFAULT_ACCOUNT_KEY))
+            else:
+                self._require_account(conn, bot_id)
+                stmt = self._insert(settings).values(
+                    key=_DEFAULT_ACCOUNT_KEY, value=bot_id, updated_at=self._now()
+                )
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[settings.c.key],
+                        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+                    )
+                )
+        log.info("default_account", bot_id=bot_id)
 
     # ------------------------------------------------------------------ pending QR login
 
@@ -1361,6 +1411,28 @@ class Store:
     def release_lease(self, bot_id: str, owner: str) -> None:
         with self._write() as conn:
             conn.execute(delete(leases).where(leases.c.bot_id == bot_id, leases.c.owner == owner))
+
+    def heartbeat_worker(self, owner: str, ttl_seconds: float) -> int:
+        """Say ``owner`` (a running receive loop) is alive for ``ttl_seconds`` more, forget
+        workers whose heartbeat ran out, and return how many are alive, ``owner`` included."""
+        now = self._now()
+        stmt = self._insert(workers).values(
+            owner=owner, seen_at=now, expires_at=now + timedelta(seconds=ttl_seconds)
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[workers.c.owner],
+            set_={"seen_at": stmt.excluded.seen_at, "expires_at": stmt.excluded.expires_at},
+        )
+        with self._write() as conn:
+            conn.execute(stmt)
+            conn.execute(delete(workers).where(workers.c.expires_at < now))
+            alive = conn.execute(select(func.count()).select_from(workers)).scalar_one()
+        return int(alive)
+
+    def retire_worker(self, owner: str) -> None:
+        """``owner`` stops: the others take its share at once instead of after its TTL."""
+        with self._write() as conn:
+            conn.execute(delete(workers).where(workers.c.owner == owner))
 
     def lease_holder(self, bot_id: str) -> str | None:
         """The current holder, or None if the lease is free or expired."""

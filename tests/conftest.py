@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.service import Service
-from ilinkbot.bot.testing import no_real_waiting, sandbox_login
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
+
+from ilinkbot.testing import no_real_waiting, sandbox_login
 
 OWNER = "owner@im.wechat"
 

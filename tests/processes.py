@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ilinkbot.bot.testing import sandbox_login
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
+
+from ilinkbot.testing import sandbox_login
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_BOT = str(ROOT / "tests" / "bots" / "echo_bot.py")

@@ -94,6 +94,8 @@ async def test_ret_zero_without_message_id_is_unconfirmed() -> None:
         (b"", 200, ProtocolError),
         (b"[1]", 200, ProtocolError),
         ({"ret": "x"}, 200, ProtocolError),
+        (b'{"ret":0,"msgs":' + b"[" * 100_000 + b"]" * 100_000 + b"}", 200, ProtocolError),
+        (b'{"ret":' + b"7" * 5000 + b"}", 200, ProtocolError),
         ({"ret": 0}, 503, HttpStatusError),
         ({"ret": 0}, 400, HttpStatusError),
         (httpx.ConnectError("refused"), 200, TransportError),
@@ -230,6 +232,18 @@ async def test_upload_url_and_light_calls() -> None:
     assert json.loads(rec.requests[-1].content) == {
         "base_info": {"channel_version": "2.4.9", "bot_agent": "MyBot/1.0 (x)"}
     }
+
+
+async def test_getconfig_counts_only_ret_zero() -> None:
+    rec = Recorder({"typing_ticket": "TT"})  # no ret: not a success, whatever else it holds
+    client = make(rec)
+    with pytest.raises(ProtocolError, match="no ret"):
+        await client.get_config("u@im.wechat")
+    rec.answer = {}
+    with pytest.raises(ProtocolError):
+        await client.get_config("u@im.wechat")
+    rec.answer = {"ret": 0}
+    assert await client.get_config("u@im.wechat") == ""
 
 
 async def test_timeouts_per_endpoint() -> None:

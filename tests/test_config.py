@@ -21,7 +21,8 @@ def test_example_has_every_key_with_its_default() -> None:
     assert list(example) == KEYS
     defaults = Config(home=Path("x"))
     for key, value in example.items():
-        assert getattr(defaults, key) == value, key
+        default = getattr(defaults, key)
+        assert (list(default) if isinstance(default, tuple) else default) == value, key
 
 
 def test_readme_documents_every_key() -> None:
@@ -47,6 +48,10 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ('{"base_url": "ftp://x"}', "must start with http"),
         ("[1]", "expected a JSON object"),
         ('{"log_level": "loud"}', "log_level must be one of"),
+        ('{"cdn_download_domains": "qq.com"}', "cdn_download_domains must be a list"),
+        ('{"cdn_download_domains": ["127.0.0.1"]}', "'127.0.0.1' is not a domain name"),
+        ('{"cdn_download_domains": ["*.qq.com"]}', "is not a domain name"),
+        ('{"cdn_download_domains": [7]}', "7 is not a domain name"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
@@ -54,6 +59,14 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, content: str, message: str)
     path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         load_config(path, env={})
+
+
+def test_cdn_download_domains_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text('{"cdn_download_domains": ["Example.ORG.", "cdn.test"]}')
+    assert load_config(path, env={}).cdn_download_domains == ("example.org", "cdn.test")
+    path.write_text('{"cdn_download_domains": []}')
+    assert load_config(path, env={}).cdn_download_domains == ()
 
 
 def test_named_missing_file_is_an_error(tmp_path: Path) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import random
 
 import pytest
+from ilinkbot.bot.config import Config
 from ilinkbot.bot.errors import NoContextError
 from ilinkbot.bot.outbox import Outbox
-from ilinkbot.bot.push import PushRequest, push
+from ilinkbot.bot.push import PushRequest, push, send_to_wechat
 from ilinkbot.bot.service import Service
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
+
+from ilinkbot.testing import capture_logs, no_real_waiting
 
 from .conftest import OWNER
 
@@ -149,7 +152,7 @@ async def test_poller_lease_means_no_getupdates(
 async def test_digest_merges_held_pushes(
     sb: Sandbox, config: object, store: Store, account: object
 ) -> None:
-    from ilinkbot.bot.testing import no_real_waiting
+    from ilinkbot.testing import no_real_waiting
 
     cfg = config.with_overrides(held_digest=True, reply_quota=1)  # type: ignore[attr-defined]
     svc = Service(cfg, store=store, transport=sb.transport())
@@ -300,3 +303,19 @@ async def test_minus_14_in_catch_up_stores_the_push_then_a_new_login_delivers_it
     texts = [(d["bot_id"], d["text"]) for d in sb.delivered(OWNER)]
     assert texts[-2:] == [(new.bot_id, "kept for later"), (new.bot_id, "after")]
     assert sb.violations() == []
+
+
+def test_send_to_wechat_replaces_a_lone_surrogate_and_sends(
+    sb: Sandbox, config: Config, account: object, store: Store
+) -> None:
+    sb.user_says(OWNER, "hi")
+    with no_real_waiting(), capture_logs() as logs:
+        result = send_to_wechat(
+            "bad \ud800 char", title="t\udcff", config=config, transport=sb.transport()
+        )
+    assert result.state == "delivered"
+    assert [d["text"] for d in sb.delivered(OWNER)] == ["t\ufffd\n\nbad \ufffd char"]
+    warned = [e for e in logs if e["event"] == "text_not_utf8"]
+    assert [(e["field"], e["replaced"]) for e in warned] == [("text", 1), ("title", 1)]
+    (row,) = store.list_outbox(account.bot_id, state="sent")  # type: ignore[attr-defined]
+    assert row.payload["item"]["text_item"]["text"] == "t\ufffd\n\nbad \ufffd char"

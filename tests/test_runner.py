@@ -10,11 +10,11 @@ import pytest
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.exitcodes import Exit
 from ilinkbot.bot.runner import Runner
-from ilinkbot.bot.testing import no_real_waiting, sandbox_login
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
 
 from ilinkbot import Bot, filters
+from ilinkbot.testing import no_real_waiting, sandbox_login
 
 from .conftest import OWNER
 

@@ -3,7 +3,10 @@ clean shutdown (SIGTERM) and two runners sharing one PostgreSQL store."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +15,7 @@ import pytest
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
 
-from tests.processes import env_for, login, start_runner, wait_until, write_config
+from tests.processes import ECHO_BOT, env_for, login, start_runner, wait_until, write_config
 from tests.store.conftest import pg_url  # noqa: F401  (fixture)
 
 
@@ -97,6 +100,65 @@ def test_sigterm_lets_a_slow_handler_finish(
             proc.kill()
     assert [d["text"] for d in sb.delivered()] == ["done slow 2"]
     assert "stopping" in log.read_text()
+
+
+def test_sigkill_mid_handler_sends_each_reply_once(
+    server: tuple[Sandbox, SandboxServer], tmp_path: Path
+) -> None:
+    sb, srv = server
+    home = tmp_path / "home"
+    write_config(home)
+    account = login(sb, srv, home)
+    env = env_for(home, srv)
+    log = tmp_path / "runner.log"
+    proc = start_runner(env, log)
+    try:
+        sb.user_says("owner@im.wechat", "steps 2", bot_id=account.bot_id)
+        wait_until(lambda: len(sb.delivered()) == 2, 20, "the first two replies")
+        proc.send_signal(signal.SIGKILL)  # the handler is asleep before its last reply
+        proc.wait(10)
+        proc = start_runner(env, log)  # handles the message again from the start
+        wait_until(lambda: len(sb.delivered()) >= 3, 30, "the last reply")
+        time.sleep(1.0)  # anything extra would show up now
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert [d["text"] for d in sb.delivered()] == [
+        "step 1 of steps 2",
+        "step 2 of steps 2",
+        "done steps 2",
+    ]
+
+
+def test_run_skip_backlog_ignores_what_send_caught_up(
+    server: tuple[Sandbox, SandboxServer], tmp_path: Path
+) -> None:
+    sb, srv = server
+    home = tmp_path / "home"
+    write_config(home)
+    account = login(sb, srv, home)
+    env = env_for(home, srv)
+    for text in ("old 1", "old 2"):
+        sb.user_says("owner@im.wechat", text, bot_id=account.bot_id)
+    cli = [sys.executable, "-m", "ilinkbot.bot.cli"]
+    sent = subprocess.run([*cli, "send", "from cron"], env=env, capture_output=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr  # its catch-up stored the two old messages
+    log = tmp_path / "runner.log"
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(
+            [*cli, "--log-json", "run", "--skip-backlog", ECHO_BOT], env=env, stdout=fh, stderr=fh
+        )
+    try:
+        wait_until(lambda: "backlog_skipped" in log.read_text(), 20, "the skip")
+        sb.user_says("owner@im.wechat", "new", bot_id=account.bot_id)
+        wait_until(lambda: len(sb.delivered()) >= 2, 20, "the echo")
+        time.sleep(1.0)  # anything extra would show up now
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert [d["text"] for d in sb.delivered()] == ["from cron", "echo: new"]
+    (line,) = [ln for ln in log.read_text().splitlines() if "backlog_skipped" in ln]
+    assert json.loads(line)["count"] == 2
 
 
 @pytest.mark.pg

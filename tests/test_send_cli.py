@@ -130,6 +130,49 @@ def outbox_rows(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
     return rows
 
 
+def test_a_title_does_not_swallow_the_piped_body(setup: Any) -> None:
+    sb, _srv, _home, _account, env = setup
+    sb.user_says(OWNER, "hi")
+    report = "Filesystem  Size  Use%\n/dev/sda1    40G   91%\n"
+    r = cli(env, "send", "-t", "disk report", stdin=report)  # df -h | ilinkbot send -t ...
+    assert r.returncode == 0, r.stderr
+    assert sb.delivered(OWNER)[-1]["text"] == "disk report\n\n" + report
+    r = cli(env, "send", "-t", "only a title", stdin="")  # an empty pipe: the title alone
+    assert r.returncode == 0, r.stderr
+    assert sb.delivered(OWNER)[-1]["text"] == "only a title"
+    assert cli(env, "send", stdin="").returncode == 2  # nothing at all: a usage error
+
+
+def test_text_that_is_not_utf8_goes_out_with_replacement_characters(setup: Any) -> None:
+    sb, _srv, home, account, env = setup
+    sb.user_says(OWNER, "hi")
+    cmd = [sys.executable.encode(), b"-m", b"ilinkbot.bot.cli", b"send"]
+    runs = [
+        subprocess.run([*cmd, b"caf\xe9"], env=env, capture_output=True, cwd=ROOT, timeout=90),
+        subprocess.run(
+            [*cmd, b"-t", b"\xffdisk"],
+            input=b"disk \xff full\n",
+            env=env,
+            capture_output=True,
+            cwd=ROOT,
+            timeout=90,
+        ),
+    ]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+        assert b"text_not_utf8" in r.stderr  # the warning
+        assert b"delivered" in r.stdout
+    assert [d["text"] for d in sb.delivered(OWNER)] == [
+        "caf\ufffd",
+        "\ufffddisk\n\ndisk \ufffd full\n",
+    ]
+    store = Store.open(None, home=home)
+    try:
+        assert [r.state.value for r in store.list_outbox(account.bot_id)] == ["sent", "sent"]
+    finally:
+        store.close()
+
+
 def test_session_expired_keeps_the_message(setup: Any) -> None:
     sb, _srv, home, account, env = setup
     sb.user_says(OWNER, "hi")

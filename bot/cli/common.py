@@ -13,7 +13,17 @@ from typing import Any, NoReturn
 from ..config import Config, load_config
 from ..exitcodes import Exit
 
-__all__ = ["App", "CliError", "Command"]
+__all__ = ["App", "CliError", "Command", "row_id"]
+
+#: Row ids are signed 64-bit integers in both databases.
+_MAX_ROW_ID = 2**63 - 1
+
+
+def row_id(text: str) -> int:
+    """argparse type of an outbox id: a usage error (exit 2) unless it could be a row."""
+    if not text.isdigit() or len(text) > 19 or not 0 < int(text) <= _MAX_ROW_ID:
+        raise argparse.ArgumentTypeError(f"not an outbox id: {text[:40]!r}")
+    return int(text)
 
 
 class CliError(Exception):

@@ -480,6 +480,7 @@ def cmd_status(app: App) -> int:
         accounts = [store.get_account(a.bot_id) or a for a in accounts]
 
     now = datetime.now(UTC)
+    default = store.default_account()
     items: list[dict[str, Any]] = []
     lines: list[str] = []
     for acc in accounts:
@@ -493,6 +494,7 @@ def cmd_status(app: App) -> int:
             "base_url": acc.base_url,
             "created_at": _iso(acc.created_at),
             "last_used_at": _iso(acc.last_used_at),
+            "default": acc.bot_id == default,
             "users": peers,
             "held_messages": held,
             "dead_inbox": dead,
@@ -524,6 +526,8 @@ async def _check_all(app: App, accounts: list[Any]) -> dict[str, tuple[str, str 
 def _status_lines(item: dict[str, Any], now: datetime) -> list[str]:
     state = item["state"]
     head = f"{item['account']}  {state}  owner: {item['owner'] or '(unknown)'}"
+    if item["default"]:
+        head += "  (default for pushes)"
     lines = [head]
     if "check" in item:
         check, detail = item["check"], item.get("check_detail")

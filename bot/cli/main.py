@@ -9,13 +9,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ilinkbot.ilink import IlinkError, SessionExpired, __version__
+from ilinkbot.ilink import __version__
 from ilinkbot.ilink.log import configure_logging, get_logger
 
-from ..config import LOG_LEVELS, ConfigError
-from ..errors import BotError
+from ..config import LOG_LEVELS
 from ..exitcodes import Exit
-from .common import App, CliError
+from .common import App
+from .exits import report_for
 
 __all__ = ["build_parser", "main"]
 
@@ -32,6 +32,7 @@ _COMMAND_MODULES = {
     "run": "ilinkbot.bot.cli.run_cmd",
     "serve": "ilinkbot.bot.cli.serve_cmd",
     "users": "ilinkbot.bot.cli.users_cmd",
+    "accounts": "ilinkbot.bot.cli.accounts_cmd",
 }
 
 
@@ -96,30 +97,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = args.log_level or app.config.log_level or ("warning" if quiet else "info")
         configure_logging(json=True if args.log_json else None, level=level)
         code = int(args.func(app))
-    except CliError as exc:
-        code = _report(json_out, str(exc), exc.code, exc.fields)
-    except BotError as exc:
-        code = _report(json_out, str(exc), exc.exit_code, {})
-    except ConfigError as exc:
-        code = _report(json_out, str(exc), Exit.USAGE, {})
-    except SessionExpired:
-        code = _report(
-            json_out, "the bot session expired: run `ilinkbot login`", Exit.SESSION_EXPIRED, {}
-        )
-    except IlinkError as exc:
-        code = _report(json_out, f"server error: {exc}", Exit.ERROR, {})
-    except KeyboardInterrupt:
-        code = _report(json_out, "interrupted", Exit.INTERRUPTED, {})
-    except Exception as exc:
-        get_logger("ilinkbot.cli").exception("unexpected_error")
-        code = _report(json_out, f"unexpected error: {type(exc).__name__}: {exc}", Exit.ERROR, {})
+    except (Exception, KeyboardInterrupt) as exc:
+        known = report_for(exc)
+        if known is None:
+            get_logger("ilinkbot.cli").exception("unexpected_error")
+            known = (f"unexpected error: {type(exc).__name__}: {exc}", Exit.ERROR, {})
+        code = _report(json_out, *known)
     finally:
         if app is not None:
             app.close()
     return code
 
 
-def _report(json_out: bool, message: str, code: Exit, fields: dict[str, object]) -> int:
+def _report(json_out: bool, message: str, code: Exit, fields: dict[str, Any]) -> int:
     if json_out:
         obj = {"ok": False, "error": message, "exit_code": int(code), **fields}
         sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")

@@ -27,6 +27,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="only these accounts (repeatable; default: every active account)",
     )
     p.add_argument(
+        "--skip-backlog",
+        action="store_true",
+        help="mark messages stored before this start (e.g. by `send` catch-ups) handled "
+        "without running handlers, and say how many (config: skip_backlog)",
+    )
+    p.add_argument(
         "--sandbox",
         action="store_true",
         help="run against the built-in sandbox and chat with the bot here",
@@ -38,7 +44,7 @@ def run(app: App) -> int:
     from ..loader import load_bot
 
     bot = load_bot(app.args.bot)
-    if bot._config is None or app.args.config:
+    if not bot.configured or app.args.config:
         bot.configure(app.config)
     if app.args.sandbox:
         from ilinkbot.ilink.log import configure_logging
@@ -48,5 +54,6 @@ def run(app: App) -> int:
         if not app.args.log_level:  # keep the chat readable; logs only for problems
             configure_logging(json=True if app.args.log_json else None, level="warning")
         return asyncio.run(run_in_sandbox(bot))
-    bot.configure(bot.config, store=app.store)
+    config = bot.config.with_overrides(skip_backlog=True) if app.args.skip_backlog else bot.config
+    bot.configure(config, store=app.store)
     return int(bot.run(accounts=app.args.account))

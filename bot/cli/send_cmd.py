@@ -13,7 +13,7 @@ from ..exitcodes import Exit
 from ..outbox import Outbox, SendResult
 from ..push import PushRequest, push
 from ..service import Service
-from .common import App
+from .common import App, row_id
 
 __all__ = ["exit_code_for", "register"]
 
@@ -79,21 +79,35 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     o.add_argument("--limit", type=int, default=50)
     acts = o.add_subparsers(dest="action", metavar="ACTION")
     r = acts.add_parser("retry", parents=[common], help="send a held/failed/unconfirmed row again")
-    r.add_argument("id", type=int)
+    r.add_argument("id", type=row_id)
     r.add_argument("--account", metavar="ID", help=argparse.SUPPRESS)
     d = acts.add_parser("drop", parents=[common], help="give up on a row (kept as dead)")
-    d.add_argument("id", type=int)
+    d.add_argument("id", type=row_id)
     o.set_defaults(func=run_outbox)
 
 
 def _read_text(app: App) -> str | None:
+    """TEXT; or stdin when TEXT is ``-``, or when TEXT is missing (title or not) and stdin
+    is not a terminal, as in ``df -h | ilinkbot send -t "disk report"``."""
     text: str | None = app.args.text
     has_media = any(getattr(app.args, k) for k in ("image", "file", "video"))
-    if text == "-" or (text is None and not has_media and not app.args.title):
-        if sys.stdin is None or (sys.stdin.isatty() and text is None):
-            app.fail("no message: give TEXT, '-' with text on stdin, or a file", Exit.USAGE)
-        text = sys.stdin.read()
+    piped = sys.stdin is not None and not sys.stdin.isatty()
+    if text == "-" or (text is None and piped and not has_media):
+        if sys.stdin is None:
+            app.fail("no message: TEXT is '-' but there is no stdin", Exit.USAGE)
+        return _read_stdin() or None
+    if text is None and not has_media and not app.args.title:
+        app.fail("no message: give TEXT, '-' with text on stdin, or a file", Exit.USAGE)
     return text
+
+
+def _read_stdin() -> str:
+    """Stdin as text; bytes that are not in its encoding survive as lone surrogates, which
+    PushRequest turns into U+FFFD (a stray byte must not cost the whole message)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        return sys.stdin.read()
+    return str(buffer.read().decode(sys.stdin.encoding or "utf-8", "surrogateescape"))
 
 
 def run_send(app: App) -> int:

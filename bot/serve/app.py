@@ -3,6 +3,7 @@
 Routes (all but ``/healthz`` and the static ``/login`` page need the bearer token):
 
 * ``POST|PUT /push`` and ``/push/{alias}``: a push to the owner or to a named user;
+  ``POST /`` too, where ntfy clients publish JSON (the recipient in its ``topic``);
 * ``POST /hooks/alertmanager[/{alias}]`` (also ``/hooks/grafana``): webhook payloads;
 * ``GET /login``: the login page; ``POST /login/start``, ``GET /login/status``,
   ``POST /login/code``: what it calls.
@@ -16,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-from ilinkbot.ilink import IlinkError, SessionExpired
+from ilinkbot.ilink import SessionExpired
 from ilinkbot.ilink.log import get_logger, register_secret
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -34,14 +34,15 @@ from starlette.routing import Route
 from .. import spool
 from ..accounts import choose_account
 from ..config import Config
-from ..errors import AccountError, BotError, NoContextError, UnknownRecipient
-from ..exitcodes import Exit
 from ..login import LoginResult
 from ..outbox import Outbox, SendResult
 from ..push import CATCH_UP_SECONDS, PushRequest, catch_up, push
 from ..service import Service
+from .alerts import alertmanager_notification
 from .auth import request_token, token_matches
-from .bodies import Attachment, BodyError, Notification, alertmanager_notification, parse_push
+from .bodies import Attachment, BodyError, Notification, load_json, parse_push
+from .errors import HANDLED, ApiError, error_response
+from .errors import error_json as _error
 from .page import LOGIN_PAGE
 from .weblogin import WebLogin
 
@@ -64,22 +65,6 @@ MAX_HOOK_BODY = 4 * 1024 * 1024
 
 def status_for(state: str) -> int:
     return _STATUS_BY_STATE.get(state, 502)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, **fields: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.fields = fields
-
-
-def _error(status: int, message: str, **fields: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Bearer realm="ilinkbot"'} if status == 401 else None
-    return JSONResponse(
-        {"ok": False, "error": message, "status": status, **fields},
-        status_code=status,
-        headers=headers,
-    )
 
 
 class Gateway:
@@ -200,7 +185,7 @@ class Gateway:
 
 async def _body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
+    if length and length.isdigit() and (len(length) > 18 or int(length) > limit):
         raise ApiError(413, f"body too large (limit {limit} bytes)")
     chunks: list[bytes] = []
     size = 0
@@ -280,11 +265,7 @@ def create_app(gateway: Gateway) -> Starlette:
     async def hook_route(request: Request) -> Response:
         alias = request.path_params.get("alias")
         body = await _body(request, MAX_HOOK_BODY)
-        try:
-            data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BodyError(f"invalid JSON body: {exc}") from None
-        note = alertmanager_notification(data)
+        note = alertmanager_notification(load_json(body))
         result = await gateway.send(note, to=alias, account=request.query_params.get("account"))
         return _result_response(result)
 
@@ -305,8 +286,8 @@ def create_app(gateway: Gateway) -> Starlette:
         restart = False
         if body.strip():
             try:
-                data = json.loads(body)
-            except json.JSONDecodeError:
+                data = load_json(body)
+            except BodyError:
                 raise BodyError('expected a JSON object such as {"restart": true}') from None
             restart = isinstance(data, dict) and data.get("restart") is True
         return JSONResponse(gateway.login.start(restart=restart))
@@ -317,8 +298,8 @@ def create_app(gateway: Gateway) -> Starlette:
     async def login_code(request: Request) -> Response:
         body = await _body(request, 4096)
         try:
-            data = json.loads(body or b"{}")
-        except json.JSONDecodeError:
+            data = load_json(body or b"{}")
+        except BodyError:
             raise BodyError('expected {"code": "NUMBER"}') from None
         code = data.get("code") if isinstance(data, dict) else None
         if not isinstance(code, (str, int)) or isinstance(code, bool):
@@ -354,6 +335,7 @@ def create_app(gateway: Gateway) -> Starlette:
     push_methods = ["POST", "PUT"]
     routes = [
         Route("/healthz", guarded(health, auth=False), methods=["GET"]),
+        Route("/", guarded(push_route), methods=["POST"]),  # ntfy's JSON publishing
         Route("/push", guarded(push_route), methods=push_methods),
         Route("/push/{alias}", guarded(push_route), methods=push_methods),
         Route("/hooks/alertmanager", guarded(hook_route), methods=["POST"]),
@@ -371,45 +353,8 @@ def create_app(gateway: Gateway) -> Starlette:
 
 
 async def _answer(handler: Callable[[Request], Awaitable[Response]], request: Request) -> Response:
-    """Run a route and turn every known failure into one-line error JSON."""
+    """Run a route and turn every known failure into one-line error JSON (see .errors)."""
     try:
         return await handler(request)
-    except ApiError as exc:
-        return _error(exc.status, str(exc), **exc.fields)
-    except BodyError as exc:
-        return _error(exc.status, str(exc))
-    except UnknownRecipient as exc:
-        return _error(404, str(exc), exit_code=int(exc.exit_code))
-    except NoContextError as exc:
-        return _error(409, str(exc), reason="no_context", exit_code=int(exc.exit_code))
-    except AccountError as exc:
-        return _error(
-            _account_status(exc),
-            str(exc),
-            reason="session_expired" if exc.exit_code == Exit.SESSION_EXPIRED else "account",
-            exit_code=int(exc.exit_code),
-        )
-    except BotError as exc:
-        return _error(422, str(exc), exit_code=int(exc.exit_code))
-    except SessionExpired:
-        return _error(
-            503,
-            "the bot session expired: log in again (`ilinkbot login` or /login)",
-            reason="session_expired",
-            exit_code=int(Exit.SESSION_EXPIRED),
-        )
-    except FileNotFoundError as exc:
-        return _error(422, str(exc))
-    except IlinkError as exc:
-        return _error(502, f"server error: {exc}")
-
-
-def _account_status(exc: AccountError) -> int:
-    """409 when the choice is ambiguous, 404 for a named account that does not exist,
-    503 when no usable account is logged in (expired, logged out, none)."""
-    message = str(exc)
-    if message.startswith("several accounts"):
-        return 409
-    if message.startswith("no account '") or message.startswith('no account "'):
-        return 404
-    return 503
+    except HANDLED as exc:
+        return error_response(exc)

@@ -1,5 +1,5 @@
 """What a push request says, whatever its format: ntfy-style plain text and headers, ntfy and
-Apprise JSON, a binary upload, or an Alertmanager / Grafana webhook.
+Apprise JSON, or a binary upload (webhooks: :mod:`.alerts`).
 
 Everything here is pure (bytes and mappings in, a :class:`Notification` out) and raises
 :class:`BodyError` with a one-line message for input that cannot become a message.
@@ -10,30 +10,40 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import mimetypes
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import PurePath
 from typing import Any
 
+from ilinkbot.cdn.mime import (
+    DEFAULT_MIME,
+    MIME_TO_EXTENSION,
+    MediaKind,
+    extension_for_mime,
+    kind_for_mime,
+    mime_from_file_name,
+    sanitize_file_name,
+    sniff_image_mime,
+)
+
+from ..push import utf8_text
+from .markdown import wechat_markdown
+
 __all__ = [
+    "MAX_TEXT_BODY",
     "Attachment",
     "BodyError",
     "Notification",
-    "alertmanager_notification",
+    "load_json",
     "media_kind",
     "parse_push",
-    "wechat_markdown",
+    "string_field",
 ]
 
 #: Text and JSON bodies above this size are refused (413); uploads use media_max_bytes.
 MAX_TEXT_BODY = 256 * 1024
-#: Alerts listed one by one in a webhook message; the rest are counted.
-MAX_ALERTS_LISTED = 20
 
 _TRUE = {"1", "yes", "true", "on", "y"}
+_VAGUE = ("", DEFAULT_MIME, "application/x-www-form-urlencoded")
 
 _TAG_EMOJI = {
     "warning": "⚠️",
@@ -59,6 +69,14 @@ _TAG_EMOJI = {
 }
 
 _APPRISE_TYPE = {"success": "✅", "warning": "⚠️", "failure": "❌"}
+#: ntfy priorities 4 and 5 (by number or name) are marked; 1-3 look like any message.
+_PRIORITY_MARK = {"4": "❗", "high": "❗", "5": "‼️", "max": "‼️", "urgent": "‼️"}
+
+
+def _priority_mark(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return ""
+    return _PRIORITY_MARK.get(str(value).strip().lower(), "")
 
 
 class BodyError(ValueError):
@@ -186,7 +204,8 @@ def _compose(
     return text, (title or None)
 
 
-def _str(value: Any, field_name: str) -> str | None:
+def string_field(value: Any, field_name: str) -> str | None:
+    """A JSON field that should be text: numbers become text, other types are a BodyError."""
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -196,66 +215,27 @@ def _str(value: Any, field_name: str) -> str | None:
     return value
 
 
-# ------------------------------------------------------------------------------ markdown
-
-_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
-_SMALL_HEADING = re.compile(r"^#{5,6} ", re.MULTILINE)
-_CJK = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff]")
-_EMPHASIS = re.compile(r"(\*\*\*|___|\*|_)(?=\S)(.+?)\1")
-
-
-def wechat_markdown(text: str) -> str:
-    """Markdown as WeChat shows it (PROTOCOL.md §5.2): fenced code verbatim; images removed;
-    ``#####``/``######`` headings unmarked; ``*x*``/``_x_`` unmarked around CJK text only."""
-    out: list[str] = []
-    in_fence = False
-    for line in text.split("\n"):
-        if line.lstrip().startswith("```"):
-            in_fence = not in_fence
-            out.append(line)
-            continue
-        if in_fence:
-            out.append(line)
-            continue
-        line = _IMAGE.sub("", line)
-        line = _SMALL_HEADING.sub("", line)
-        line = _EMPHASIS.sub(lambda m: m.group(2) if _CJK.search(m.group(2)) else m.group(0), line)
-        out.append(line)
-    return "\n".join(out)
-
-
 # ------------------------------------------------------------------------------ media
 
 
 def media_kind(name: str, content_type: str | None, data: bytes = b"") -> str:
-    """``image``, ``video`` or ``file`` from the content type, the name, then magic bytes."""
-    vague = ("", "application/octet-stream", "application/x-www-form-urlencoded")
+    """``image``, ``video`` or ``file`` from the content type, the name, then magic bytes,
+    by cdn.mime's routing; an image is one cdn.mime names (raster: WeChat shows no SVG)."""
     ctype = (content_type or "").split(";")[0].strip().lower()
-    if ctype in vague:
-        ctype = mimetypes.guess_type(name)[0] or ""
-    head = data[:16]
-    if ctype in vague:
-        if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8")) or (
-            head[:4] == b"RIFF" and head[8:12] == b"WEBP"
-        ):
-            return "image"
-        if head[4:8] == b"ftyp":
-            return "video"
-        return "file"
-    if ctype in ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"):
-        return "image"
-    if ctype.startswith("video/"):
-        return "video"
-    return "file"
+    if ctype in _VAGUE:
+        ctype = mime_from_file_name(name)
+    if ctype in _VAGUE:
+        head = data[:16]
+        ctype = sniff_image_mime(head) or ("video/mp4" if head[4:8] == b"ftyp" else "")
+    kind = kind_for_mime(ctype)
+    if kind is MediaKind.IMAGE and ctype not in MIME_TO_EXTENSION:
+        kind = MediaKind.FILE
+    return kind.value
 
 
 def _safe_name(name: str | None, content_type: str | None) -> str:
-    raw = PurePath((name or "").replace("\\", "/")).name.strip()
-    raw = re.sub(r"[\x00-\x1f/]", "", raw)[:120]
-    if raw and raw not in (".", ".."):
-        return raw
-    ext = mimetypes.guess_extension((content_type or "").split(";")[0].strip()) or ".bin"
-    return f"upload{ext}"
+    default = "upload" + extension_for_mime(content_type or "")
+    return sanitize_file_name(name, default=default)
 
 
 # ------------------------------------------------------------------------------ push bodies
@@ -301,6 +281,8 @@ def parse_push(
     markdown = params.flag("markdown", "md") or ctype == "text/markdown"
     tags = params.get("tags", "tag", "ta")
     click = params.get("click")
+    priority = params.get("priority", "prio", "p")
+    lead = _priority_mark(priority)
 
     if ctype.startswith("multipart/"):
         raise BodyError(
@@ -311,7 +293,7 @@ def parse_push(
         if not body:
             raise BodyError("empty upload: PUT the file's bytes as the request body")
         att = Attachment(_safe_name(filename, ctype), body, ctype or None)
-        text, title = _compose(message, title, markdown=markdown, tags=tags, click=click)
+        text, title = _compose(message, title, markdown=markdown, tags=tags, click=click, lead=lead)
         return Notification(text=text, title=title, attachments=(att,))
 
     if len(body) > MAX_TEXT_BODY:
@@ -321,13 +303,13 @@ def parse_push(
         )
     if _looks_like_json(ctype, body):
         try:
-            data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = load_json(body)
+        except BodyError:
             if ctype in ("application/json", "text/json") or ctype.endswith("+json"):
-                raise BodyError(f"invalid JSON body: {exc}") from None
+                raise
             data = None
         if isinstance(data, dict) and (_JSON_KEYS & data.keys()):
-            return _json_notification(data, params, title=title, markdown=markdown)
+            return _json_notification(data, title=title, markdown=markdown, priority=priority)
         if ctype in ("application/json", "text/json") and not isinstance(data, dict):
             raise BodyError('a JSON body must be an object, e.g. {"message": "..."}')
         if ctype in ("application/json", "text/json") and isinstance(data, dict):
@@ -340,13 +322,55 @@ def parse_push(
     except UnicodeDecodeError:
         raise BodyError("the body is not UTF-8 text; PUT binary files instead") from None
     text = text_body if text_body.strip() else message
-    text, title = _compose(text, title, markdown=markdown, tags=tags, click=click)
+    text, title = _compose(text, title, markdown=markdown, tags=tags, click=click, lead=lead)
     if not text and not title:
         raise BodyError(
             "nothing to send: the body is empty (write the message as the body, "
             "or give ?message= / a Title)"
         )
     return Notification(text=text, title=title)
+
+
+def load_json(body: bytes) -> Any:
+    """The JSON value of a request body, or a 422 :class:`BodyError` for anything that does
+    not decode: bad UTF-8 or JSON, an integer past Python's 4300 digits, nesting too deep for
+    the decoder. ``\\ud800``-style escapes of lone surrogates become U+FFFD (they cannot be
+    encoded, stored or sent)."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise BodyError(f"invalid JSON body: {exc}") from None
+    except RecursionError:
+        raise BodyError("invalid JSON body: nested too deep") from None
+    return _valid_unicode(data)
+
+
+def _valid_text(text: str) -> str:
+    return utf8_text(text, "json") or ""
+
+
+def _valid_unicode(data: Any) -> Any:
+    """``data`` with every string (keys too) valid Unicode; iterative, as JSON may nest
+    nearly as deep as the recursion limit."""
+    if isinstance(data, str):
+        return _valid_text(data)
+    todo = [data] if isinstance(data, (dict, list)) else []
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            items = [(_valid_text(k), v) for k, v in node.items()]
+            node.clear()
+            node.update(items)
+            keys: Any = list(node)
+        else:
+            keys = range(len(node))
+        for key in keys:
+            value = node[key]
+            if isinstance(value, str):
+                node[key] = _valid_text(value)
+            elif isinstance(value, (dict, list)):
+                todo.append(value)
+    return data
 
 
 def _is_binary(ctype: str, body: bytes) -> bool:
@@ -369,25 +393,25 @@ def _is_binary(ctype: str, body: bytes) -> bool:
 
 
 def _json_notification(
-    data: dict[str, Any], params: _Params, *, title: str | None, markdown: bool
+    data: dict[str, Any], *, title: str | None, markdown: bool, priority: str | None
 ) -> Notification:
     """ntfy's JSON publishing, Apprise's ``json://`` and the Apprise API's ``/notify``."""
     message = None
     for key in ("message", "body", "text", "content"):
         if data.get(key) is not None:
-            message = _str(data.get(key), key)
+            message = string_field(data.get(key), key)
             break
-    title = _str(data.get("title"), "title") or title
-    fmt = _str(data.get("format"), "format")
+    title = string_field(data.get("title"), "title") or title
+    fmt = string_field(data.get("format"), "format")
     markdown = markdown or data.get("markdown") is True or (fmt or "").lower() == "markdown"
-    ntype = (_str(data.get("type"), "type") or "").lower()
-    lead = _APPRISE_TYPE.get(ntype, "")
-    click = _str(data.get("click"), "click")
+    ntype = (string_field(data.get("type"), "type") or "").lower()
+    lead = _priority_mark(data.get("priority", priority)) + _APPRISE_TYPE.get(ntype, "")
+    click = string_field(data.get("click"), "click")
     attach_url: str | None = None
     attach = data.get("attach")
     if isinstance(attach, str) and attach.strip():
         attach_url = attach.strip()  # never fetched: a link in the text
-    topic = _str(data.get("topic"), "topic")
+    topic = string_field(data.get("topic"), "topic")
     atts = tuple(_json_attachments(data.get("attachments")))
     text, title = _compose(
         message,
@@ -431,144 +455,10 @@ def _json_attachments(value: Any) -> list[Attachment]:
             raise BodyError(f"attachments[{i}]: invalid base64") from None
         if not data:
             raise BodyError(f"attachments[{i}] is empty")
-        ctype = _str(item.get("mimetype"), "mimetype")
+        ctype = string_field(item.get("mimetype"), "mimetype")
         out.append(
-            Attachment(_safe_name(_str(item.get("filename"), "filename"), ctype), data, ctype)
+            Attachment(
+                _safe_name(string_field(item.get("filename"), "filename"), ctype), data, ctype
+            )
         )
     return out
-
-
-# ------------------------------------------------------------------------------ webhooks
-
-_FRACTION = re.compile(r"(\.\d{6})\d+")
-
-
-def _when(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value or value.startswith("0001-"):
-        return None
-    try:
-        parsed = datetime.fromisoformat(_FRACTION.sub(r"\1", value.replace("Z", "+00:00")))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _fmt_when(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _labels(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def _alert_lines(alert: dict[str, Any], common: dict[str, str]) -> list[str]:
-    labels = _labels(alert.get("labels"))
-    ann = _labels(alert.get("annotations"))
-    name = labels.get("alertname") or "alert"
-    summary = ann.get("summary") or ann.get("title")
-    head = f"• {name}" + (f": {summary}" if summary else "")
-    lines = [head]
-    desc = ann.get("description") or ann.get("message")
-    if desc and desc != summary:
-        lines.append(f"  {desc}")
-    value = alert.get("valueString")
-    if isinstance(value, str) and value.strip():
-        lines.append(f"  value: {value.strip()}")
-    shown = {
-        k: v
-        for k, v in labels.items()
-        if k not in ("alertname", "__alert_rule_uid__") and common.get(k) != v
-    }
-    if shown:
-        lines.append("  " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())))
-    status = str(alert.get("status") or "").lower()
-    start, end = _when(alert.get("startsAt")), _when(alert.get("endsAt"))
-    if status == "resolved" and end is not None:
-        lines.append(f"  resolved {_fmt_when(end)}")
-    elif start is not None:
-        lines.append(f"  since {_fmt_when(start)}")
-    for key in ("panelURL", "dashboardURL", "generatorURL"):
-        link = alert.get(key)
-        if isinstance(link, str) and link.startswith(("http://", "https://")):
-            lines.append(f"  {link}")
-            break
-    return lines
-
-
-def alertmanager_notification(data: Any) -> Notification:
-    """A readable message from an Alertmanager webhook, a Grafana (unified alerting)
-    webhook, or a legacy Grafana alert notification."""
-    if not isinstance(data, dict):
-        raise BodyError("expected an Alertmanager or Grafana webhook JSON object")
-    alerts = data.get("alerts")
-    if alerts is None and ("ruleName" in data or "evalMatches" in data):
-        return _legacy_grafana(data)
-    if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
-        raise BodyError('not an Alertmanager/Grafana webhook: "alerts" must be a list of objects')
-    firing = [a for a in alerts if str(a.get("status", "firing")).lower() != "resolved"]
-    resolved = [a for a in alerts if str(a.get("status", "")).lower() == "resolved"]
-    common = _labels(data.get("commonLabels"))
-    group = _labels(data.get("groupLabels"))
-    status = str(data.get("status") or ("firing" if firing else "resolved")).lower()
-
-    title = data.get("title") if isinstance(data.get("title"), str) else None
-    if not title:
-        count = len(firing) if status == "firing" else len(resolved)
-        name = (
-            group.get("alertname")
-            or common.get("alertname")
-            or (_labels(alerts[0].get("labels")).get("alertname") if alerts else None)
-            or "alerts"
-        )
-        rest = " ".join(v for k, v in sorted(group.items()) if k != "alertname")
-        title = f"[{status.upper()}:{count}] {name}" + (f" ({rest})" if rest else "")
-    icon = "🔥" if status == "firing" else "✅"
-    title = f"{icon} {title}"
-
-    lines: list[str] = []
-    ann = _labels(data.get("commonAnnotations"))
-    if ann.get("summary") and len(alerts) > 1:
-        lines += [ann["summary"], ""]
-    listed = 0
-    for label, group_alerts in (("Firing", firing), ("Resolved", resolved)):
-        if not group_alerts:
-            continue
-        if firing and resolved:
-            lines.append(f"{label}:")
-        for alert in group_alerts:
-            if listed >= MAX_ALERTS_LISTED:
-                break
-            lines += _alert_lines(alert, common if len(alerts) > 1 else {})
-            listed += 1
-        if firing and resolved:
-            lines.append("")
-    more = len(alerts) - listed
-    truncated = data.get("truncatedAlerts")
-    if isinstance(truncated, int) and truncated > 0:
-        more += truncated
-    if more > 0:
-        lines.append(f"…and {more} more")
-    ext = data.get("externalURL")
-    if isinstance(ext, str) and ext.startswith(("http://", "https://")) and len(alerts) > 1:
-        lines.append(ext)
-    text = "\n".join(lines).strip() or None
-    return Notification(text=text, title=title)
-
-
-def _legacy_grafana(data: dict[str, Any]) -> Notification:
-    state = str(data.get("state") or "alerting").lower()
-    icon = {"ok": "✅", "alerting": "🔥", "no_data": "❔", "paused": "⏸️"}.get(state, "🔔")
-    title = _str(data.get("title"), "title") or _str(data.get("ruleName"), "ruleName") or "alert"
-    lines: list[str] = []
-    message = _str(data.get("message"), "message")
-    if message:
-        lines.append(message)
-    for match in data.get("evalMatches") or []:
-        if isinstance(match, dict):
-            lines.append(f"• {match.get('metric', 'value')} = {match.get('value')}")
-    url = data.get("ruleUrl")
-    if isinstance(url, str) and url.startswith(("http://", "https://")):
-        lines.append(url)
-    return Notification(text="\n".join(lines) or None, title=f"{icon} {title}")

@@ -1,8 +1,7 @@
 """``serve --poll``: the receive loop (and a bot's handlers) in the serving process.
 
-The :class:`~bot.runner.Runner` needs a logged-in account; until there is one (or after
-every session expired) the poller waits, and a login through the page restarts it so the
-new account is polled at once.
+The :class:`~ilinkbot.bot.runner.Runner` needs a logged-in account; until there is one (or
+after every session expired) the poller waits, and a login through the page starts it.
 """
 
 from __future__ import annotations
@@ -39,11 +38,11 @@ class Poller:
             self._runner.request_stop()
 
     def accounts_changed(self) -> None:
-        """A login happened: restart the receive loop so it polls the new account too."""
-        _log.info("poller_restart", reason="login")
-        self._wake.set()
-        if self._runner is not None:
-            self._runner.request_stop()
+        """A login happened. A running receive loop picks the new account up by itself
+        (within ``ACCOUNTS_REFRESH_SECONDS``); one waiting for a first account starts now."""
+        if self._runner is None:
+            _log.info("poller_start", reason="login")
+            self._wake.set()
 
     async def run(self) -> None:
         while not self._stop.is_set():

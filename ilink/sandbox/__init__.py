@@ -7,11 +7,11 @@ httpx, ``SandboxServer`` serves it over real HTTP in a background thread, and
 
 from __future__ import annotations
 
-from .core import (
+from .core import Sandbox
+from .model import (
     FAULT_ENDPOINTS,
     FAULT_KINDS,
     ImageKeyForm,
-    Sandbox,
     SandboxError,
     SandboxRequest,
     SandboxResponse,

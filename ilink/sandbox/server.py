@@ -22,7 +22,8 @@ from typing import Any
 import h11
 from ilinkbot.ilink.log import get_logger
 
-from .core import Sandbox, SandboxRequest, SandboxResponse
+from .core import Sandbox
+from .model import SandboxRequest, SandboxResponse
 
 __all__ = ["SandboxServer", "run_server"]
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from .core import SandboxRequest
+from .model import SandboxRequest
 
 if TYPE_CHECKING:
     from .core import Sandbox

@@ -234,6 +234,71 @@ def test_check_cdn_url_accepts_same_origin_and_allowed() -> None:
         )
 
 
+TENCENT = "https://novac2c.cdn.weixin.qq.com/c2c"
+
+
+def tencent_cdn(requests: list[httpx.Request]) -> httpx.AsyncClient:
+    """A CDN answering on any host (as Tencent's many edge hosts do)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(200, content=ref_encrypt(b"from the edge", KEY))
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://szc2c.cdn.weixin.qq.com/c2c/download?encrypted_query_param=p",
+        "https://wxapp.tc.qq.com/262/20304/stodownload?m=1&filekey=x",
+        "https://mmbiz.qpic.cn/mmbiz_jpg/x/0",
+        "https://SZC2C.CDN.WEIXIN.QQ.COM./c2c/download?x=1",
+    ],
+)
+async def test_full_url_on_the_cdn_domain_family_is_fetched_as_given(url: str) -> None:
+    requests: list[httpx.Request] = []
+    ref = MediaRef(kind=MediaKind.FILE, encrypt_query_param="p", full_url=url, aes_key=b64(KEY))
+    got = await download_media(tencent_cdn(requests), TENCENT, ref)
+    assert got.data == b"from the edge"
+    assert [str(r.url) for r in requests] == [str(httpx.URL(url))]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://szc2c.cdn.weixin.qq.com/c2c/download",  # https only off the configured origin
+        "https://127.0.0.1/c2c/download",
+        "https://10.1.2.3/c2c/download",
+        "https://[::1]/c2c/download",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://localhost/c2c/download",
+        "https://evilqq.com/c2c/download",
+        "https://qq.com.evil.test/c2c/download",
+        "https://weixin.qq.com@evil.test/x",
+        "ftp://szc2c.cdn.weixin.qq.com/x",
+    ],
+)
+async def test_off_family_full_url_still_refused(url: str) -> None:
+    requests: list[httpx.Request] = []
+    ref = MediaRef(kind=MediaKind.FILE, encrypt_query_param="p", full_url=url, aes_key=b64(KEY))
+    with pytest.raises(MediaRefused):
+        await download_media(tencent_cdn(requests), TENCENT, ref)
+    assert requests == []
+
+
+async def test_domain_list_is_configurable() -> None:
+    requests: list[httpx.Request] = []
+    url = "https://edge.example.org/c2c/download?x=1"
+    ref = MediaRef(kind=MediaKind.FILE, full_url=url, aes_key=b64(KEY))
+    got = await download_media(tencent_cdn(requests), TENCENT, ref, allowed_domains=["example.org"])
+    assert got.data == b"from the edge"
+    qq = MediaRef(kind=MediaKind.FILE, full_url="https://a.weixin.qq.com/x", aes_key=b64(KEY))
+    with pytest.raises(MediaRefused, match="allowed CDN domain"):
+        await download_media(tencent_cdn(requests), TENCENT, qq, allowed_domains=["example.org"])
+    assert len(requests) == 1
+
+
 async def test_redirect_not_followed() -> None:
     requests: list[httpx.Request] = []
 

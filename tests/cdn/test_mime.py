@@ -95,3 +95,8 @@ def test_sanitized_names_are_plain_components(raw: str) -> None:
     out = sanitize_file_name(raw)
     assert out and "/" not in out and "\\" not in out and out not in {".", ".."}
     assert not any(ord(c) < 32 or ord(c) == 127 for c in out)
+
+
+def test_sanitize_bounds_utf8_bytes_too() -> None:
+    out = sanitize_file_name("报" * 116 + ".pdf")  # 120 characters, 352 bytes
+    assert len(out.encode()) <= 200 and out.endswith(".pdf") and set(out[:-4]) == {"报"}

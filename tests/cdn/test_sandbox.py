@@ -251,6 +251,6 @@ async def test_hostile_full_url_not_fetched(env: Env) -> None:
     ref = pick_media(WeixinMessage.from_dict(raw))
     assert ref is not None
     before = len(env.transport.urls)
-    with pytest.raises(MediaRefused, match="not the configured CDN"):
+    with pytest.raises(MediaRefused, match="neither the configured CDN"):
         await download_media(env.client.http, env.cdn, ref)
     assert len(env.transport.urls) == before

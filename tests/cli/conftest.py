@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
-CLI = [sys.executable, "-c", "import sys; from bot.cli.main import main; sys.exit(main())"]
+CLI = [sys.executable, "-c", "import sys; from ilinkbot.bot.cli.main import main; sys.exit(main())"]
 DEFAULT_TIMEOUT = 30.0
 
 

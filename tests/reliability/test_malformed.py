@@ -25,9 +25,10 @@ from ilinkbot.bot.app import Bot
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.inbound import _scrub
 from ilinkbot.bot.runner import Runner
-from ilinkbot.bot.testing import capture_logs, no_real_waiting, sandbox_login
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
+
+from ilinkbot.testing import capture_logs, no_real_waiting, sandbox_login
 
 USER = "writer@im.wechat"
 
@@ -333,3 +334,21 @@ def test_malformed_answers_are_logged_kept_and_the_next_good_one_is_handled(
             assert "malformed" in (r.last_error or "")
             assert isinstance(r.raw, dict)  # what the server sent is kept for inspection
     assert sb.violations() == []
+
+
+def test_an_answer_nested_too_deep_to_decode_is_a_protocol_error_and_the_loop_survives() -> None:
+    """A getupdates answer nested 100,000 deep (served twice, as a server repeating it would)
+    used to escape the loop as RecursionError: ``ilinkbot run`` exited 1, crash-looping."""
+    w = _world()
+    sb: Sandbox = w["sb"]
+    w["n"] += 1
+    n = w["n"]
+    deep = b'{"ret":0,"msgs":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    last = sb.user_says(USER, f"after deep {n}", bot_id=w["account"].bot_id)
+    steps: list[tuple[str, Any]] = [("raw", deep), ("raw", deep), ("msgs", [last])]
+
+    _, logs = asyncio.run(_run_script(w, steps, f"after deep {n}"))
+
+    assert f"echo: after deep {n}" in [d["text"] for d in sb.delivered(USER)]
+    failed = [e for e in logs if e["event"] == "poll_failed"]
+    assert len(failed) == 2 and "getupdates" in failed[0]["error"], failed

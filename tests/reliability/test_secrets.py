@@ -28,12 +28,12 @@ from ilinkbot.bot.config import Config
 from ilinkbot.bot.push import PushRequest, push
 from ilinkbot.bot.runner import Runner
 from ilinkbot.bot.service import Service
-from ilinkbot.bot.testing import no_real_waiting, sandbox_login
 from ilinkbot.ilink.log import configure_logging, get_logger
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
 
 from ilinkbot import filters
+from ilinkbot.testing import no_real_waiting, sandbox_login
 from tests.processes import ECHO_BOT, OWNER, ROOT, env_for, write_config
 
 FRIEND = "friend@im.wechat"

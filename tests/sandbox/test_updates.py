@@ -66,6 +66,34 @@ async def test_long_poll_times_out_empty_and_wakes_early(
     assert [m["item_list"][0]["text_item"]["text"] for m in answer["msgs"]] == ["wake up"]
 
 
+async def test_long_poll_wakes_only_for_its_own_bot(
+    api: Api, sb: Sandbox, bot: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = await api.login("other@im.wechat")
+    sb.configure(longpoll_seconds=5)
+    task = asyncio.create_task(poll(api, other, ""))
+    await asyncio.sleep(0.1)
+    # Each wake-up of a waiter is one call_soon_threadsafe on its loop: count them.
+    loop = asyncio.get_running_loop()
+    wakeups = 0
+    real = loop.call_soon_threadsafe
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal wakeups
+        wakeups += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+    for i in range(20):
+        sb.user_says(USER, f"for the first bot {i}", bot_id=bot["ilink_bot_id"])
+    await asyncio.sleep(0.1)
+    assert wakeups == 0 and not task.done()
+    sb.user_says("other@im.wechat", "for the other bot")
+    answer = await asyncio.wait_for(task, 2)
+    assert [m["item_list"][0]["text_item"]["text"] for m in answer["msgs"]] == ["for the other bot"]
+    assert wakeups == 1
+
+
 async def test_cursor_replay_and_acknowledgement(
     api: Api, sb: Sandbox, bot: dict[str, Any]
 ) -> None:

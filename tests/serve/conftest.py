@@ -9,9 +9,10 @@ import httpx
 import pytest
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.serve import Gateway, create_app
-from ilinkbot.bot.testing import no_real_waiting
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
+
+from ilinkbot.testing import no_real_waiting
 
 TOKEN = "ilk_test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

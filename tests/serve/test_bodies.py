@@ -5,14 +5,9 @@ from __future__ import annotations
 import base64
 
 import pytest
-from ilinkbot.bot.serve.bodies import (
-    BodyError,
-    Notification,
-    alertmanager_notification,
-    media_kind,
-    parse_push,
-    wechat_markdown,
-)
+from ilinkbot.bot.serve.alerts import alertmanager_notification
+from ilinkbot.bot.serve.bodies import BodyError, Notification, media_kind, parse_push
+from ilinkbot.bot.serve.markdown import wechat_markdown
 
 
 def parse(

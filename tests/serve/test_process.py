@@ -17,9 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from ilinkbot.bot.testing import sandbox_login
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
+
+from ilinkbot.testing import sandbox_login
 
 from ..conftest import OWNER
 

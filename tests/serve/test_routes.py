@@ -14,9 +14,10 @@ import pytest
 import qrcode
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.serve import Gateway, create_app
-from ilinkbot.bot.testing import capture_logs, no_real_waiting
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
+
+from ilinkbot.testing import capture_logs, no_real_waiting
 
 from ..conftest import OWNER
 from .conftest import AUTH, TOKEN
@@ -487,7 +488,7 @@ async def test_no_account_and_expired_session_are_503(
 ) -> None:
     r = await client.post("/push", content=b"x", headers=AUTH)
     assert r.status_code == 503 and "ilinkbot login" in r.json()["error"]
-    from ilinkbot.bot.testing import sandbox_login
+    from ilinkbot.testing import sandbox_login
 
     acc = await sandbox_login(sb, store, owner=OWNER)
     sb.user_says(OWNER, "hi")

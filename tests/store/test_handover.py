@@ -50,7 +50,9 @@ def test_session_expired_rows_move_to_the_new_login_held_with_aliases(
 
     store.save_account(NEW, token="t2", base_url=None, owner_user_id=OWNER)
     store.set_alias(NEW, FRIEND, "buddy")  # the new account's own naming wins
+    store.set_default_account(bot)
     assert store.hand_over(NEW, [bot]) == 4
+    assert store.default_account() == NEW  # the owner's default follows the new login
 
     old = store.get_account(bot)
     assert old is not None and old.state == AccountState.LOGGED_OUT and old.token is None

@@ -9,7 +9,7 @@ from ilinkbot.store import SCHEMA_VERSION, SchemaTooNewError, Store, migrations
 from ilinkbot.store.migrations import Step
 from sqlalchemy import Connection, inspect, text
 
-from .conftest import BOT
+from .conftest import BOT, outbox_before_version_4
 
 
 @pytest.fixture
@@ -83,39 +83,12 @@ def test_missing_step_is_an_error(db_url: str, restore_steps: None) -> None:
         migrations.migrate(store.engine, target=SCHEMA_VERSION + 1)
 
 
-def _back_to_version_1(store: Store) -> None:
-    """Turn a fresh database into what schema version 1 created (the outbox without
-    ``claimed_by`` and without the ``session_expired`` state)."""
-    with store.engine.begin() as conn:
-        if store.dialect == "postgresql":
-            conn.execute(text("ALTER TABLE outbox DROP COLUMN claimed_by"))
-            conn.execute(text("ALTER TABLE outbox DROP CONSTRAINT ck_outbox_state"))
-            conn.execute(
-                text(
-                    "ALTER TABLE outbox ADD CONSTRAINT ck_outbox_state CHECK (state IN "
-                    "('pending', 'sending', 'sent', 'held', 'unconfirmed', 'failed', 'dead'))"
-                )
-            )
-        else:
-            sql = conn.execute(
-                text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'outbox'")
-            ).scalar_one()
-            old = sql.replace("\tclaimed_by VARCHAR(255), \n", "").replace(
-                ", 'session_expired'", ""
-            )
-            assert old != sql and "claimed_by" not in old
-            conn.execute(text("DROP TABLE outbox"))
-            conn.execute(text(old))
-            conn.execute(
-                text("CREATE INDEX ix_outbox_bot_id_state_id ON outbox (bot_id, state, id)")
-            )
-        conn.execute(text("UPDATE ilinkbot_schema SET version = 1"))  # stamped fresh: one row
-
-
-def test_version_1_outbox_gains_session_expired_and_claimed_by(db_url: str) -> None:
+def test_version_3_outbox_gains_session_expired_and_claimed_by(db_url: str) -> None:
     with Store.open(db_url) as store:
         store.save_account(BOT, token="t", base_url=None, owner_user_id=None)
-        _back_to_version_1(store)
+        with store.engine.begin() as conn:
+            outbox_before_version_4(conn)
+            conn.execute(text("UPDATE ilinkbot_schema SET version = 3"))  # stamped fresh: one row
         with store.engine.begin() as conn:
             conn.execute(
                 text(
@@ -125,7 +98,7 @@ def test_version_1_outbox_gains_session_expired_and_claimed_by(db_url: str) -> N
                 ),
                 {"b": BOT},
             )
-        assert store.schema_version == 1
+        assert store.schema_version == 3
     with Store.open(db_url) as store:
         assert store.schema_version == SCHEMA_VERSION
         (row,) = store.list_outbox(BOT)

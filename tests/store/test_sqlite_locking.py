@@ -1,4 +1,4 @@
-"""The SQLite recipe under contention (the measurement behind the README's SQLite table).
+"""The SQLite recipe under contention (the measurement behind the SQLite table in docs/store.md).
 
 Four processes run read-then-write transactions on one counter. ilinkbot's recipe must end
 exact with no error; the two baselines are run to show what the recipe prevents (SQLAlchemy's

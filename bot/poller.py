@@ -1,0 +1,282 @@
+"""``Poller``: one account's receive loop. It only fetches, stores and hands on.
+
+It takes the account's polling lease, long-polls ``getupdates``, stores each batch with its
+cursor (``absorb_batch``) and hands the new rows to the dispatcher. Delivering what was held
+for the users who wrote, and the periodic outbox drain, run as tasks of their own, so a slow
+held video never stalls the loop (nor the other users of the account).
+
+Unlike the official client (which saves the cursor before handling, so a crash loses the
+batch), a batch is stored in the inbox together with the cursor in one transaction and
+handled afterwards; unhandled rows are handled first on start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from datetime import datetime
+from typing import Any
+
+from ilinkbot.ilink import IlinkError, SessionExpired
+from ilinkbot.ilink.log import get_logger
+
+from .dispatcher import Dispatcher
+from .inbound import absorb_batch, writers
+from .runtime import Runtime
+from .share import LeaseShare
+from .waiting import pause
+
+__all__ = ["Poller"]
+
+_log = get_logger("ilinkbot.poller")
+
+#: Pause after a failed poll, and after three failures in a row (PROTOCOL.md §3.4).
+RETRY_SECONDS = 2.0
+RETRY_AFTER_THREE_SECONDS = 30.0
+#: How often a poller without the lease tries again (at most; a third of the lease if less).
+RETRY_LEASE_SECONDS = 2.0
+#: How often a running bot drains the outbox (rows left by retries or other processes).
+DRAIN_EVERY_SECONDS = 15.0
+
+
+class Poller:
+    def __init__(
+        self,
+        account: Any,
+        runtime: Runtime,
+        dispatcher: Dispatcher,
+        *,
+        owner: str,
+        stop: asyncio.Event,
+        started: datetime,
+        share: LeaseShare | None = None,
+    ) -> None:
+        self.account = account
+        self.runtime = runtime
+        self.dispatcher = dispatcher
+        self.owner = owner
+        self.stop = stop
+        self.share = share or LeaseShare()
+        #: Set to give the account up (this worker is over its share): the lease is released
+        #: and another worker takes the account.
+        self.shed = asyncio.Event()
+        #: With ``skip_backlog``, unhandled rows stored before this are marked handled.
+        self.started = started
+        #: True while this process holds the lease and polls.
+        self.polling = False
+        #: True once the server said the session expired (-14): this poller has ended.
+        self.expired = False
+        self._skipped = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- the lease ------------------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Poll while this process holds the lease: ``expired`` or ``stopped`` at the end."""
+        store = self.runtime.store
+        bot_id = self.account.bot_id
+        ttl = self.runtime.config.poll_lease_seconds
+        retry = min(ttl / 3, RETRY_LEASE_SECONDS)
+        announced = False
+        try:
+            while not self.stop.is_set():
+                if not self.share.try_take(bot_id):
+                    await self._sleep(retry)  # this worker polls its share already
+                    continue
+                got = await asyncio.to_thread(store.acquire_lease, bot_id, self.owner, ttl)
+                if not got:
+                    self.share.give_back(bot_id)
+                    if not announced:
+                        holder = await asyncio.to_thread(store.lease_holder, bot_id)
+                        _log.debug("account_polled_elsewhere", account=bot_id, holder=holder)
+                        announced = True
+                    await self._sleep(retry)
+                    continue
+                announced = False
+                try:
+                    outcome = await self._poll()
+                finally:
+                    await asyncio.to_thread(store.release_lease, bot_id, self.owner)
+                    self.share.give_back(bot_id)
+                if outcome in ("expired", "stopped"):
+                    return outcome
+                if outcome == "shed":
+                    self.shed.clear()
+                    await self._sleep(ttl)  # long enough for an under-share worker to take it
+            return "stopped"
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    async def _renew_lease(self, lost: asyncio.Event) -> None:
+        ttl = self.runtime.config.poll_lease_seconds
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                ok = await asyncio.to_thread(
+                    self.runtime.store.acquire_lease, self.account.bot_id, self.owner, ttl
+                )
+            except Exception:
+                _log.exception("lease_renew_failed", account=self.account.bot_id)
+                continue
+            if not ok:
+                lost.set()
+                return
+
+    # ---- polling --------------------------------------------------------------------------
+
+    async def _poll(self) -> str:
+        account = self.account
+        store = self.runtime.store
+        client = self.runtime.service.client(account)
+        lost = asyncio.Event()
+        renew = asyncio.create_task(self._renew_lease(lost))
+        drainer = asyncio.create_task(self._drain_forever())
+        self.polling = True
+        try:
+            await self._best_effort(client.notify_start(), "notifystart")
+            await self._handle_backlog()
+            cursor = await asyncio.to_thread(store.get_cursor, account.bot_id)
+            failures = 0
+            while not self.stop.is_set():
+                if lost.is_set():
+                    _log.warning("lease_lost", account=account.bot_id)
+                    return "lost"
+                if self.shed.is_set():
+                    _log.debug("account_shed", account=account.bot_id)
+                    return "shed"
+                poll = asyncio.create_task(client.get_updates(cursor))
+                stopper = asyncio.create_task(_first_of(self.stop, lost, self.shed))
+                await asyncio.wait({poll, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if not poll.done():
+                    poll.cancel()
+                    if self.shed.is_set() and not self.stop.is_set():
+                        return "shed"
+                    break
+                try:
+                    batch = poll.result()
+                except SessionExpired:
+                    await asyncio.to_thread(store.set_account_state, account.bot_id, "expired")
+                    self.expired = True
+                    _log.error(
+                        "session_expired",
+                        account=account.bot_id,
+                        hint="run `ilinkbot login` to log this account in again",
+                    )
+                    return "expired"
+                except IlinkError as exc:
+                    failures += 1
+                    delay = RETRY_AFTER_THREE_SECONDS if failures >= 3 else RETRY_SECONDS
+                    if failures >= 3:
+                        failures = 0
+                    _log.warning(
+                        "poll_failed", account=account.bot_id, error=str(exc), retry_in=delay
+                    )
+                    await self._wait_jittered(delay)
+                    continue
+                failures = 0
+                try:
+                    rows = await absorb_batch(self.runtime.outbox, account, batch, release=False)
+                except SessionExpired:
+                    continue  # the next poll reports it
+                except Exception:
+                    # Not stored: keep the old cursor so the server sends the batch again.
+                    _log.exception("batch_not_stored", account=account.bot_id)
+                    await self._wait_jittered(RETRY_SECONDS)
+                    continue
+                if batch.cursor:
+                    cursor = batch.cursor
+                await self._release_held(rows)
+                for row in rows:
+                    self.dispatcher.dispatch(account, row)
+            return "stopped"
+        finally:
+            self.polling = False
+            renew.cancel()
+            drainer.cancel()
+            await self._best_effort(client.notify_stop(), "notifystop")
+
+    async def _handle_backlog(self) -> None:
+        rows = await asyncio.to_thread(self.runtime.store.unhandled, self.account.bot_id)
+        if self.runtime.config.skip_backlog:
+            rows = await self._skip_older(rows)
+        if rows:
+            _log.debug("handling_backlog", account=self.account.bot_id, count=len(rows))
+        for row in rows:
+            self.dispatcher.dispatch(self.account, row)
+
+    async def _skip_older(self, rows: list[Any]) -> list[Any]:
+        """Mark the rows stored before this run started handled, without handlers (what
+        python-telegram-bot calls ``drop_pending_updates``); return the others."""
+        old = [r for r in rows if r.received_at < self.started]
+        store = self.runtime.store
+
+        def mark() -> None:
+            for r in old:
+                store.mark_handled(r.id)
+
+        await asyncio.to_thread(mark)
+        if old or not self._skipped:
+            _log.info("backlog_skipped", account=self.account.bot_id, count=len(old))
+        self._skipped = True
+        return [r for r in rows if r.received_at >= self.started]
+
+    # ---- the outbox, in tasks of their own ------------------------------------------------
+
+    async def _release_held(self, rows: list[Any]) -> None:
+        """Held rows of each user who wrote go back to pending now, ahead of the replies
+        their messages will get; delivering them is a task of its own."""
+        outbox = self.runtime.outbox
+        for user in writers(rows):
+            if await outbox.unhold(self.account, user):
+                self._spawn(self._drain(user))
+
+    async def _drain_forever(self) -> None:
+        while True:
+            await asyncio.sleep(DRAIN_EVERY_SECONDS)
+            await self._drain(None)
+
+    async def _drain(self, user: str | None) -> None:
+        try:
+            await self.runtime.outbox.drain(self.account, user)
+        except SessionExpired:
+            pass
+        except Exception:
+            _log.exception("drain_failed", account=self.account.bot_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- waiting --------------------------------------------------------------------------
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+
+    async def _wait_jittered(self, seconds: float) -> None:
+        # jitter within ±25 % so many bots do not retry in step
+        delay = seconds * random.uniform(0.75, 1.25)
+        stop = asyncio.create_task(self.stop.wait())
+        sleeper = asyncio.create_task(pause(delay))
+        await asyncio.wait({stop, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        sleeper.cancel()
+
+    async def _best_effort(self, coro: Any, what: str) -> None:
+        try:
+            await asyncio.wait_for(coro, timeout=10)
+        except (IlinkError, TimeoutError) as exc:
+            _log.info(f"{what}_failed", account=self.account.bot_id, error=str(exc))
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
