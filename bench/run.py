@@ -16,6 +16,9 @@ Figures (``docs/benchmarks.md`` says what each one means; each is a module in
 4. ``coldstart``: ``ilinkbot send`` as cron runs it, against ``python -c pass``.
 5. ``store``: context-token upserts and batch records per second through ``Store``,
    against hand-written SQL on the same engine (SQLite, and PostgreSQL when reachable).
+6. ``official``: sendmessage rate of the official Node client (``npm`` installs it) next to
+   ilinkbot's, at 1 and 16 in flight, against a fast responder (``bench/responder.py``);
+   skipped with one line where node/npm is missing.
 
 The sandbox always runs in its own process (``python -m ilinkbot.ilink.sandbox``), so that the
 measured client does not share a GIL with the server. Prints a table; writes
@@ -33,10 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from figures import coldstart, inbound, send, store, upload
+from figures import coldstart, inbound, official, send, store, upload
 from harness import RESULTS, ROOT, Row
 
-FIGURES = {m.NAME: m for m in (send, inbound, upload, coldstart, store)}
+FIGURES = {m.NAME: m for m in (send, inbound, upload, coldstart, store, official)}
 
 
 def table(results: dict[str, Any]) -> list[Row]:

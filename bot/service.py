@@ -1,4 +1,4 @@
-"""The shared plumbing of every entry point: config, store, one HTTP pool, clients.
+"""The shared plumbing of every entry point: config, store, the HTTP client, clients.
 
 The CLI, :func:`bot.push.send_to_wechat` and :class:`bot.app.Bot` all build one
 :class:`Service`, so a push and a handler reply go through the same code.
@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from ilinkbot.ilink import IlinkClient
+from ilinkbot.ilink.pools import http_client
 from ilinkbot.store import Store, StoreBusy
 
 from .config import Config
@@ -19,7 +20,10 @@ __all__ = ["Service"]
 
 
 class Service:
-    """Owns the store (unless given one) and an ``httpx.AsyncClient`` (transport injectable)."""
+    """Owns the store (unless given one) and an ``httpx.AsyncClient`` (transport injectable).
+
+    The client keeps long-polls, API calls and CDN transfers in separate pools
+    (:mod:`ilink.pools`), so a send never waits behind the accounts' long-polls."""
 
     def __init__(
         self,
@@ -33,10 +37,7 @@ class Service:
         self.store = (
             store if store is not None else Store.open(config.database_url, home=config.home)
         )
-        self.http = httpx.AsyncClient(
-            transport=transport,
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
-        )
+        self.http = http_client(transport)
         self._clients: dict[str, IlinkClient] = {}
         self._sqlite = self.store.dialect == "sqlite"
 

@@ -26,6 +26,7 @@ from .models import (
     UploadUrl,
     WeixinMessage,
 )
+from .pools import API, LONGPOLL, POOL, http_client
 from .wire import (
     client_version,
     dumps,
@@ -53,6 +54,9 @@ QR_STATUS_TIMEOUT = 35.0
 SEND_TIMEOUT = 15.0
 UPLOAD_URL_TIMEOUT = 15.0
 LIGHT_TIMEOUT = 10.0
+
+# Requests the server holds open until something happens: their own pool (ilink.pools).
+_LONG_POLLS = frozenset({"getupdates", "get_qrcode_status"})
 
 _log = get_logger("ilink.client")
 
@@ -84,7 +88,8 @@ class IlinkClient:
 
     ``base_url`` is the API base (the login's ``baseurl`` once logged in); ``token`` the
     bearer token (``None`` before login). ``http`` is an injected ``httpx.AsyncClient``;
-    when omitted the client creates and owns one.
+    when omitted the client creates and owns one (:func:`ilink.pools.http_client`). Each
+    request names its pool (long-poll or API) in the ``POOL`` request extension.
     """
 
     def __init__(
@@ -104,7 +109,7 @@ class IlinkClient:
         self.bot_agent = sanitize_bot_agent(bot_agent or f"ilinkbot/{__version__}")
         self.route_tag = route_tag
         self._own_http = http is None
-        self.http = http if http is not None else httpx.AsyncClient()
+        self.http = http if http is not None else http_client()
         #: Sticky long-poll timeout, updated from ``longpolling_timeout_ms`` (§3.3).
         self.getupdates_timeout = GETUPDATES_TIMEOUT
 
@@ -156,10 +161,16 @@ class IlinkClient:
         content: bytes | None,
         timeout: float | None,
     ) -> httpx.Response:
+        pool = LONGPOLL if name in _LONG_POLLS else API
         started = time.monotonic()
         try:
             response = await self.http.request(
-                method, url, headers=headers, content=content, timeout=httpx.Timeout(timeout)
+                method,
+                url,
+                headers=headers,
+                content=content,
+                timeout=httpx.Timeout(timeout),
+                extensions={POOL: pool},
             )
         except httpx.TimeoutException as exc:
             raise RequestTimeout(

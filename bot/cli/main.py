@@ -25,7 +25,7 @@ __all__ = ["build_parser", "main"]
 _COMMAND_MODULES = {
     "sandbox": "ilinkbot.bot.cli.sandbox_cmd",
     "login": "ilinkbot.bot.cli.login_cmd",
-    "status": "ilinkbot.bot.cli.login_cmd",
+    "status": "ilinkbot.bot.cli.status_cmd",
     "logout": "ilinkbot.bot.cli.login_cmd",
     "send": "ilinkbot.bot.cli.send_cmd",
     "outbox": "ilinkbot.bot.cli.send_cmd",

@@ -1,0 +1,67 @@
+"""Which connection pool each HTTP request of ilinkbot uses, decided in this one place.
+
+Three pools, so that no kind of traffic waits behind another:
+
+- ``longpoll``: getupdates and the QR status long-poll. Each polling account holds one
+  connection for up to ~35 s, so this pool has no connection limit.
+- ``api``: sendmessage and the other short API calls, on :class:`KeepAliveTransport`
+  (persistent connections, the least work per request). A send never waits behind a poll.
+- everything untagged, i.e. CDN uploads and downloads: httpx's default transport with a
+  bounded pool, so a burst of large transfers cannot take the API's connections either.
+
+:class:`~ilink.client.IlinkClient` tags its requests with the ``POOL`` request extension;
+:func:`http_client` builds the ``httpx.AsyncClient`` that routes by it.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from .transport import KeepAliveTransport
+
+__all__ = ["API", "LONGPOLL", "POOL", "PoolRouter", "http_client"]
+
+#: The request extension naming the pool, and its values.
+POOL = "ilinkbot_pool"
+LONGPOLL = "longpoll"
+API = "api"
+
+# Per origin: sends of every account go to the same host.
+API_CONNECTIONS = 64
+TRANSFER_LIMITS = httpx.Limits(max_connections=50, max_keepalive_connections=20)
+
+
+class PoolRouter(httpx.AsyncBaseTransport):
+    """Hands each request to the transport of its pool (untagged: ``transfer``)."""
+
+    def __init__(
+        self,
+        *,
+        longpoll: httpx.AsyncBaseTransport,
+        api: httpx.AsyncBaseTransport,
+        transfer: httpx.AsyncBaseTransport,
+    ) -> None:
+        self._pools = {LONGPOLL: longpoll, API: api}
+        self._transfer = transfer
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        pool = self._pools.get(request.extensions.get(POOL, ""), self._transfer)
+        return await pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for transport in (*self._pools.values(), self._transfer):
+            await transport.aclose()
+
+
+def http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """The ``httpx.AsyncClient`` for ilink and its CDN. An injected ``transport`` (tests,
+    the sandbox in-process) carries every request, whatever its pool."""
+    if transport is None:
+        transport = PoolRouter(
+            longpoll=httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=None)
+            ),
+            api=KeepAliveTransport(max_connections=API_CONNECTIONS),
+            transfer=httpx.AsyncHTTPTransport(limits=TRANSFER_LIMITS),
+        )
+    return httpx.AsyncClient(transport=transport)
