@@ -157,13 +157,24 @@ VerifyCodeReader = Callable[[bool], Awaitable[str | None]]
 def _retire_same_owner(store: Any, bot_id: str, owner: str | None) -> None:
     """One WeChat user maps to one bot (as the official client does, §2.5): older accounts
     of the same owner are logged out, so context tokens are never ambiguous. Unlike the
-    official client, their history (users, inbox, outbox) is kept."""
-    if not owner or not hasattr(store, "list_accounts"):
+    official client, their history (users, inbox, outbox) is kept, and what they had not
+    sent yet (including pushes that met -14) moves to the new account, held until each
+    user writes to it, with their aliases (``Store.hand_over``, one transaction)."""
+    if not hasattr(store, "hand_over"):
         return
-    for acc in store.list_accounts():
-        if acc.bot_id != bot_id and acc.owner_user_id == owner and acc.state != "logged_out":
-            store.logout(acc.bot_id)
-            _log.info("older_account_logged_out", bot_id=acc.bot_id, replaced_by=bot_id)
+    older = [
+        acc.bot_id
+        for acc in store.list_accounts()
+        if owner
+        and acc.bot_id != bot_id
+        and acc.owner_user_id == owner
+        and acc.state != "logged_out"
+    ]
+    held = store.hand_over(bot_id, older)
+    for old in older:
+        _log.info("older_account_logged_out", bot_id=old, replaced_by=bot_id)
+    if held:
+        _log.info("kept_messages_held", bot_id=bot_id, count=held)
 
 
 async def _notify(on_event: EventHandler | None, event: LoginEvent) -> None:
