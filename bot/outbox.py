@@ -11,6 +11,7 @@ owner's next login hands it to the new account as held (``Store.hand_over``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from ilinkbot.ilink import (
 from ilinkbot.ilink.log import get_logger
 
 from .errors import NoContextError
+from .metrics import METRICS
 from .service import Service
 from .textsplit import split_text
 from .waiting import backoff, pause
@@ -430,8 +432,10 @@ class Outbox:
         )
         last: IlinkError | None = None
         for attempt in range(1, TRIES_PER_PASS + 1):
+            started = time.perf_counter()
             try:
                 ack = await client.send_message(msg)
+                METRICS.observe_send(time.perf_counter() - started)
             except ReplyWindowClosed as exc:
                 reason = f"server refused: ret={exc.ret} {exc.errmsg or ''}".strip()
                 await self.svc.call(self.store.mark_held, row.id, reason)
