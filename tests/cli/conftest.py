@@ -1,4 +1,5 @@
-"""Fixtures for CLI tests: a sandbox over real HTTP and the CLI run as a subprocess.
+"""Fixtures for CLI tests: a sandbox over real HTTP and the CLI run in-process (``run``) or
+as a real process (``start``).
 
 Every test gets its own sandbox and ``ILINKBOT_HOME``. Everything the CLI printed (stdout,
 stderr) and every file it wrote outside the database is scanned for bot tokens when the
@@ -7,19 +8,19 @@ test ends.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
+
+from ..clirun import Result, run_cli
 
 CLI = [sys.executable, "-c", "import sys; from ilinkbot.bot.cli.main import main; sys.exit(main())"]
 DEFAULT_TIMEOUT = 30.0
@@ -34,21 +35,6 @@ def wait_until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> dict[str, Any]:
-        """stdout must be exactly one JSON object."""
-        lines = [ln for ln in self.stdout.splitlines() if ln.strip()]
-        assert len(lines) == 1, f"expected one JSON line on stdout, got: {self.stdout!r}"
-        obj = json.loads(lines[0])
-        assert isinstance(obj, dict)
-        return obj
 
 
 class Running:
@@ -131,21 +117,9 @@ class Cli:
         self.outputs: list[str] = []
         self._running: list[Running] = []
 
-    def run(self, *args: str, input: str | None = "", timeout: float = DEFAULT_TIMEOUT) -> Result:
-        proc = subprocess.run(
-            [*CLI, *args],
-            env=self.env,
-            input=input.encode() if input is not None else None,
-            stdin=subprocess.DEVNULL if input is None else None,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-        result = Result(
-            proc.returncode,
-            proc.stdout.decode("utf-8", "replace"),
-            proc.stderr.decode("utf-8", "replace"),
-        )
+    def run(self, *args: str, input: str | None = "") -> Result:
+        """In this process; :meth:`start` runs a real one."""
+        result = run_cli(*args, env=self.env, stdin=input or "")
         self.outputs.extend([result.stdout, result.stderr])
         return result
 
