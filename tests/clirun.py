@@ -43,9 +43,9 @@ def _stream(data: bytes = b"") -> io.TextIOWrapper:
 
 @contextmanager
 def _isolated(env: Mapping[str, str] | None, cwd: Path | None) -> Iterator[None]:
-    """The environment, working directory and logging set-up as a fresh process has them,
-    put back afterwards: ``main`` configures structlog for the whole process."""
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    """``env`` and ``cwd`` for the run; afterwards the environment, working directory, import
+    path and logging set-up put back (``main`` configures structlog for the whole process)."""
+    saved_env, saved_cwd, saved_path = dict(os.environ), os.getcwd(), list(sys.path)
     saved_log = structlog.get_config() if structlog.is_configured() else None
     try:
         if env is not None:
@@ -56,6 +56,7 @@ def _isolated(env: Mapping[str, str] | None, cwd: Path | None) -> Iterator[None]
         yield
     finally:
         os.chdir(saved_cwd)
+        sys.path[:] = saved_path  # `run BOT` puts the bot's folder first
         os.environ.clear()
         os.environ.update(saved_env)
         structlog.reset_defaults()
@@ -64,12 +65,13 @@ def _isolated(env: Mapping[str, str] | None, cwd: Path | None) -> Iterator[None]
 
 
 def run_cli(
+    env: Mapping[str, str] | None,
     *args: str,
-    env: Mapping[str, str] | None = None,
     stdin: str = "",
     cwd: Path | None = None,
 ) -> Result:
-    """``ilinkbot ARGS`` with ``env`` as its whole environment and ``stdin`` piped in."""
+    """``ilinkbot ARGS`` with ``env`` (if given) as its whole environment and ``stdin`` piped
+    in."""
     out, err = _stream(), _stream()
     saved = sys.stdin, sys.stdout, sys.stderr
     with _isolated(env, cwd):

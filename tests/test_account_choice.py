@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,8 @@ from ilinkbot.store import Store
 
 from ilinkbot.testing import no_real_waiting, sandbox_login
 
-from .processes import ROOT, env_for, login, write_config
+from .clirun import run_cli
+from .processes import env_for, login, write_config
 
 OWNER = "owner@im.wechat"
 BOSS = "boss@im.wechat"
@@ -46,70 +45,58 @@ def two(tmp_path: Path) -> Iterator[tuple[Sandbox, Any, Any, dict[str, str], Pat
         yield sb, first, second, env_for(home, srv), home
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ilinkbot.bot.cli", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=90,
-    )
-
-
 def delivered(sb: Sandbox) -> list[tuple[str, str, str]]:
     return [(d["bot_id"], d["user_id"], d["text"]) for d in sb.delivered()]
 
 
 def test_send_refuses_to_guess_until_a_default_is_set(two: Any) -> None:
     sb, first, second, env, _home = two
-    r = cli(env, "send", "for whom?")
-    assert r.returncode == 8, r.stderr
+    r = run_cli(env, "send", "for whom?")
+    assert r.code == 8, r.stderr
     assert "several accounts" in r.stderr and "accounts default" in r.stderr
     assert delivered(sb) == []
 
-    r = cli(env, "accounts", "--json")
+    r = run_cli(env, "accounts", "--json")
     listed = json.loads(r.stdout)
-    assert r.returncode == 0 and listed["default"] is None
+    assert r.code == 0 and listed["default"] is None
     assert {a["account"] for a in listed["accounts"]} == {first.bot_id, second.bot_id}
 
     normalised = first.bot_id.replace("@", "-").replace(".", "-")
-    r = cli(env, "accounts", "default", normalised)
-    assert r.returncode == 0, r.stderr
-    assert cli(env, "accounts", "default").stdout.strip() == first.bot_id
-    r = cli(env, "accounts")
+    r = run_cli(env, "accounts", "default", normalised)
+    assert r.code == 0, r.stderr
+    assert run_cli(env, "accounts", "default").stdout.strip() == first.bot_id
+    r = run_cli(env, "accounts")
     (marked,) = [line for line in r.stdout.splitlines() if line.startswith("*")]
     assert first.bot_id in marked
 
-    assert cli(env, "send", "to the default").returncode == 0
-    assert cli(env, "send", "--account", second.bot_id, "named").returncode == 0
+    assert run_cli(env, "send", "to the default").code == 0
+    assert run_cli(env, "send", "--account", second.bot_id, "named").code == 0
     assert delivered(sb) == [
         (first.bot_id, OWNER, "to the default"),
         (second.bot_id, BOSS, "named"),
     ]
 
-    status = json.loads(cli(env, "status", "--json").stdout)  # reading lists both
+    status = json.loads(run_cli(env, "status", "--json").stdout)  # reading lists both
     flags = {a["account"]: a["default"] for a in status["accounts"]}
     assert flags == {first.bot_id: True, second.bot_id: False}
-    assert "(default for pushes)" in cli(env, "status").stdout
+    assert "(default for pushes)" in run_cli(env, "status").stdout
 
-    assert cli(env, "accounts", "default", "--clear").returncode == 0
-    assert cli(env, "send", "guess again?").returncode == 8
-    assert cli(env, "accounts", "default", "nope@im.bot").returncode == 8
+    assert run_cli(env, "accounts", "default", "--clear").code == 0
+    assert run_cli(env, "send", "guess again?").code == 8
+    assert run_cli(env, "accounts", "default", "nope@im.bot").code == 8
     assert len(delivered(sb)) == 2
 
 
 def test_a_logged_out_default_is_an_error_not_a_fallback(two: Any) -> None:
     sb, first, second, env, _home = two
-    assert cli(env, "accounts", "default", first.bot_id).returncode == 0
-    assert cli(env, "logout", "--account", first.bot_id, "--yes").returncode == 0
-    r = cli(env, "send", "must not reach the boss")
-    assert r.returncode == 8, r.stderr
+    assert run_cli(env, "accounts", "default", first.bot_id).code == 0
+    assert run_cli(env, "logout", "--account", first.bot_id, "--yes").code == 0
+    r = run_cli(env, "send", "must not reach the boss")
+    assert r.code == 8, r.stderr
     assert f"the default account {first.bot_id} is logged out" in r.stderr
     assert delivered(sb) == []
     # pushes the other account by name still work
-    assert cli(env, "send", "--account", second.bot_id, "ok").returncode == 0
+    assert run_cli(env, "send", "--account", second.bot_id, "ok").code == 0
 
 
 def test_send_to_wechat_raises_on_ambiguity(sb: Sandbox, config: Config, store: Store) -> None:

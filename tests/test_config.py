@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from ilinkbot.bot.config import Config, ConfigError, load_config
+
+from .clirun import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = [f.name for f in dataclasses.fields(Config) if f.name not in ("home", "config_path")]
@@ -77,15 +77,8 @@ def test_named_missing_file_is_an_error(tmp_path: Path) -> None:
 def test_cli_reports_bad_config_in_one_line_with_exit_2(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"reply_quota": 0}')
     env = {**os.environ, "ILINKBOT_HOME": str(tmp_path)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "ilinkbot.bot.cli", "send", "hi"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert proc.returncode == 2
+    proc = run_cli(env, "send", "hi", cwd=ROOT)
+    assert proc.code == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("ilinkbot: ")
     assert "reply_quota" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "ilinkbot.db").exists()

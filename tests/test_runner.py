@@ -16,6 +16,7 @@ from ilinkbot.store import Store
 from ilinkbot import Bot, filters
 from ilinkbot.testing import no_real_waiting, sandbox_login
 
+from .clirun import run_cli
 from .conftest import OWNER
 
 
@@ -131,18 +132,10 @@ async def test_failing_handler_goes_to_error_handler_then_dead_letter(
     # the dead letter is visible in `ilinkbot status`
     import json
     import os
-    import subprocess
-    import sys
 
     env = {**os.environ, "ILINKBOT_HOME": str(config.home), "ILINKBOT_BASE_URL": sb.api_base}
-    out = subprocess.run(
-        [sys.executable, "-m", "ilinkbot.bot.cli", "status", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
+    out = await asyncio.to_thread(run_cli, env, "status", "--json")  # its own event loop
+    assert out.code == 0, out.stderr
     (acc,) = json.loads(out.stdout)["accounts"]
     assert acc["dead_inbox"] == 1
 

@@ -16,6 +16,7 @@ import pytest
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
 
+from .clirun import run_cli
 from .processes import env_for, login, start_runner, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,68 +33,54 @@ def setup(tmp_path: Path) -> Iterator[tuple[Sandbox, SandboxServer, Path, Any, d
         yield sb, srv, home, account, env_for(home, srv)
 
 
-def cli(
-    env: dict[str, str], *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ilinkbot.bot.cli", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=90,
-    )
-
-
 def test_exit_codes_delivered_held_unconfirmed_nocontext(setup: Any) -> None:
     sb, _srv, _home, _account, env = setup
-    r = cli(env, "send", "nobody wrote yet")
-    assert r.returncode == 5, r.stderr
+    r = run_cli(env, "send", "nobody wrote yet")
+    assert r.code == 5, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("ilinkbot: ") and "never written" in last
 
     sb.user_says(OWNER, "hi")
-    r = cli(env, "send", "--json", "hello")
-    assert r.returncode == 0, r.stderr
+    r = run_cli(env, "send", "--json", "hello")
+    assert r.code == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["state"] == "delivered" and out["message_ids"][0]
     assert [d["text"] for d in sb.delivered(OWNER)] == ["hello"]
 
-    r = cli(env, "send", "-t", "Report", "-", stdin="line 1\nline 2\n")
-    assert r.returncode == 0
+    r = run_cli(env, "send", "-t", "Report", "-", stdin="line 1\nline 2\n")
+    assert r.code == 0
     assert sb.delivered(OWNER)[-1]["text"] == "Report\n\nline 1\nline 2\n"
 
     sb.configure(omit_message_id=True)
-    r = cli(env, "send", "--json", "maybe")
-    assert r.returncode == 4 and json.loads(r.stdout)["state"] == "unconfirmed"
+    r = run_cli(env, "send", "--json", "maybe")
+    assert r.code == 4 and json.loads(r.stdout)["state"] == "unconfirmed"
     sb.configure(omit_message_id=False)
 
     for i in range(7):  # 3 used so far (incl. the unconfirmed one): fill the quota of 10
-        assert cli(env, "send", f"fill {i}").returncode == 0
-    r = cli(env, "send", "--json", "eleventh")
-    assert r.returncode == 3, r.stderr
+        assert run_cli(env, "send", f"fill {i}").code == 0
+    r = run_cli(env, "send", "--json", "eleventh")
+    assert r.code == 3, r.stderr
     held = json.loads(r.stdout)
     assert held["state"] == "held" and held["message_ids"] == [None]
 
-    r = cli(env, "outbox", "--state", "held", "--json")
+    r = run_cli(env, "outbox", "--state", "held", "--json")
     rows = json.loads(r.stdout)["rows"]
     assert [row["preview"] for row in rows] == ["eleventh"]
 
     sb.user_says(OWNER, "back")
-    r = cli(env, "send", "after")  # its catch-up pass sees the user and releases first
-    assert r.returncode == 0
+    r = run_cli(env, "send", "after")  # its catch-up pass sees the user and releases first
+    assert r.code == 0
     assert [d["text"] for d in sb.delivered(OWNER)][-2:] == ["eleventh", "after"]
 
 
 def test_usage_errors_and_unknown_recipient(setup: Any) -> None:
     sb, _srv, _home, _account, env = setup
     sb.user_says(OWNER, "hi")
-    assert cli(env, "send", "--to", "nobody", "x").returncode == 10
-    assert cli(env, "send", "--image", "/no/such.png").returncode == 10
-    assert cli(env, "send", "--bogus").returncode == 2
-    r = cli(env, "send", "--account", "nope@im.bot", "x")
-    assert r.returncode == 8 and "no account" in r.stderr
+    assert run_cli(env, "send", "--to", "nobody", "x").code == 10
+    assert run_cli(env, "send", "--image", "/no/such.png").code == 10
+    assert run_cli(env, "send", "--bogus").code == 2
+    r = run_cli(env, "send", "--account", "nope@im.bot", "x")
+    assert r.code == 8 and "no account" in r.stderr
     assert sb.delivered() == []
 
 
@@ -124,8 +111,8 @@ def cli_login(sb: Sandbox, env: dict[str, str], owner: str = OWNER) -> str:
 
 
 def outbox_rows(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
-    r = cli(env, "outbox", "--json", *args)
-    assert r.returncode == 0, r.stderr
+    r = run_cli(env, "outbox", "--json", *args)
+    assert r.code == 0, r.stderr
     rows: list[dict[str, Any]] = json.loads(r.stdout)["rows"]
     return rows
 
@@ -134,13 +121,13 @@ def test_a_title_does_not_swallow_the_piped_body(setup: Any) -> None:
     sb, _srv, _home, _account, env = setup
     sb.user_says(OWNER, "hi")
     report = "Filesystem  Size  Use%\n/dev/sda1    40G   91%\n"
-    r = cli(env, "send", "-t", "disk report", stdin=report)  # df -h | ilinkbot send -t ...
-    assert r.returncode == 0, r.stderr
+    r = run_cli(env, "send", "-t", "disk report", stdin=report)  # df -h | ilinkbot send -t ...
+    assert r.code == 0, r.stderr
     assert sb.delivered(OWNER)[-1]["text"] == "disk report\n\n" + report
-    r = cli(env, "send", "-t", "only a title", stdin="")  # an empty pipe: the title alone
-    assert r.returncode == 0, r.stderr
+    r = run_cli(env, "send", "-t", "only a title", stdin="")  # an empty pipe: the title alone
+    assert r.code == 0, r.stderr
     assert sb.delivered(OWNER)[-1]["text"] == "only a title"
-    assert cli(env, "send", stdin="").returncode == 2  # nothing at all: a usage error
+    assert run_cli(env, "send", stdin="").code == 2  # nothing at all: a usage error
 
 
 def test_text_that_is_not_utf8_goes_out_with_replacement_characters(setup: Any) -> None:
@@ -176,17 +163,17 @@ def test_text_that_is_not_utf8_goes_out_with_replacement_characters(setup: Any) 
 def test_session_expired_keeps_the_message(setup: Any) -> None:
     sb, _srv, home, account, env = setup
     sb.user_says(OWNER, "hi")
-    assert cli(env, "users", "alias", "boss", OWNER).returncode == 0
-    assert cli(env, "send", "first").returncode == 0
+    assert run_cli(env, "users", "alias", "boss", OWNER).code == 0
+    assert run_cli(env, "send", "first").code == 0
     sb.expire_session()
-    r = cli(env, "send", "--json", "--to", "boss", "second")  # the cron job meets -14
-    assert r.returncode == 6, r.stderr
+    r = run_cli(env, "send", "--json", "--to", "boss", "second")  # the cron job meets -14
+    assert r.code == 6, r.stderr
     out = json.loads(r.stdout)
     assert out["state"] == "session_expired" and out["exit_code"] == 6
     assert "ilinkbot login" in out["messages"][0]["reason"]
     # the next cron run, with the account now known to be expired: kept too, no network
-    r = cli(env, "send", "--json", "third")
-    assert r.returncode == 6, r.stderr
+    r = run_cli(env, "send", "--json", "third")
+    assert r.code == 6, r.stderr
     assert json.loads(r.stdout)["state"] == "session_expired"
     # kept, and visible
     rows = outbox_rows(env, "--state", "session_expired")
@@ -212,8 +199,8 @@ def test_session_expired_keeps_the_message(setup: Any) -> None:
     assert sb.delivered(OWNER)[-1]["text"] == "first"
     # the owner writes to the new bot; the next send delivers the kept one first, in order
     sb.user_says(OWNER, "back", bot_id=new_bot)
-    r = cli(env, "send", "--json", "--to", "boss", "fourth")
-    assert r.returncode == 0, r.stderr
+    r = run_cli(env, "send", "--json", "--to", "boss", "fourth")
+    assert r.code == 0, r.stderr
     got = [(d["bot_id"], d["text"]) for d in sb.delivered(OWNER)]
     assert got == [
         (account.bot_id, "first"),
@@ -231,7 +218,7 @@ def test_an_interrupted_send_does_not_hold_up_the_next_one(setup: Any, how: int)
     sb, _srv, home, account, env = setup
     write_config(home, send_lease_seconds=60)  # the default lease: nothing waits it out
     sb.user_says(OWNER, "hi")
-    assert cli(env, "send", "warm up").returncode == 0
+    assert run_cli(env, "send", "warm up").code == 0
     sb.queue_faults("sendmessage", ["delay:20"])  # the next send hangs on the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "ilinkbot.bot.cli", "send", "slow"],
@@ -263,14 +250,14 @@ def test_an_interrupted_send_does_not_hold_up_the_next_one(setup: Any, how: int)
             assert "interrupted" in err
             assert slow_row().state == "pending"  # released before exiting
         started = time.monotonic()
-        r = cli(env, "send", "--json", "next")  # the next cron run
+        r = run_cli(env, "send", "--json", "next")  # the next cron run
         took = time.monotonic() - started
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
         store.close()
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     assert json.loads(r.stdout)["state"] == "delivered"
     assert took < 15  # no wait for the 60 s lease (was ~33 s, then exit 7)
     texts = [d["text"] for d in sb.delivered(OWNER)]
@@ -281,20 +268,20 @@ def test_outbox_retry_and_drop(setup: Any) -> None:
     sb, _srv, _home, _account, env = setup
     sb.user_says(OWNER, "hi")
     sb.queue_faults("sendmessage", ["500"] * 4)
-    r = cli(env, "send", "--json", "flaky")
-    assert r.returncode == 7
+    r = run_cli(env, "send", "--json", "flaky")
+    assert r.code == 7
     row_id = json.loads(r.stdout)["messages"][0]["id"]
     assert sb.delivered() == []
-    r = cli(env, "outbox", "retry", str(row_id), "--json")
-    assert r.returncode == 0, r.stderr
+    r = run_cli(env, "outbox", "retry", str(row_id), "--json")
+    assert r.code == 0, r.stderr
     assert json.loads(r.stdout)["state"] == "delivered"
     assert [d["text"] for d in sb.delivered()] == ["flaky"]
-    assert cli(env, "outbox", "retry", "999").returncode == 10
+    assert run_cli(env, "outbox", "retry", "999").code == 10
     sb.queue_faults("sendmessage", ["500"] * 4)
-    r = cli(env, "send", "--json", "give up")
+    r = run_cli(env, "send", "--json", "give up")
     row_id = json.loads(r.stdout)["messages"][0]["id"]
-    assert cli(env, "outbox", "drop", str(row_id)).returncode == 0
-    r = cli(env, "outbox", "--json")
+    assert run_cli(env, "outbox", "drop", str(row_id)).code == 0
+    r = run_cli(env, "outbox", "--json")
     states = {row["preview"]: row["state"] for row in json.loads(r.stdout)["rows"]}
     assert states == {"flaky": "sent", "give up": "dead"}
 
@@ -310,8 +297,8 @@ def test_send_while_a_poller_runs_in_another_process(setup: Any, tmp_path: Path)
             wait_until(lambda: len(sb.delivered(OWNER)) == 1, 20, "echo")
         finally:
             store.close()
-        r = cli(env, "--log-json", "--log-level", "debug", "send", "--json", "from cron")
-        assert r.returncode == 0, r.stderr
+        r = run_cli(env, "--log-json", "--log-level", "debug", "send", "--json", "from cron")
+        assert r.code == 0, r.stderr
         assert json.loads(r.stdout)["state"] == "delivered"
         calls = [
             json.loads(line).get("endpoint")
@@ -359,10 +346,10 @@ def test_send_media_files_arrive_byte_for_byte(setup: Any, tmp_path: Path) -> No
     doc.write_bytes(b"%PDF-1.4 " + b"x" * 5000)
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"v" * 3000)
-    assert cli(env, "send", "--image", str(image), "--caption", "today").returncode == 0
-    assert cli(env, "send", "--file", str(doc)).returncode == 0
-    r = cli(env, "send", "--json", "--video", str(video))
-    assert r.returncode == 0, r.stderr
+    assert run_cli(env, "send", "--image", str(image), "--caption", "today").code == 0
+    assert run_cli(env, "send", "--file", str(doc)).code == 0
+    r = run_cli(env, "send", "--json", "--video", str(video))
+    assert r.code == 0, r.stderr
     got = sb.delivered(OWNER)
     assert [d["kind"] for d in got] == ["text", "image", "file", "video"]
     assert got[0]["text"] == "today"

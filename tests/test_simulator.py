@@ -1,11 +1,12 @@
-"""``ilinkbot run BOT --sandbox``: the newcomer's first command, fed through a pipe."""
+"""``ilinkbot run BOT --sandbox``: the newcomer's first command, fed through a pipe (run
+in-process through ``main``)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from .clirun import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,16 +20,8 @@ def test_echo_bot_in_the_sandbox_answers_text_images_and_files(tmp_path: Path) -
     doc.write_text("hello file")
     env = {**os.environ, "ILINKBOT_HOME": str(tmp_path / "home")}
     lines = f"hello\n/help\n/image {png}\n/file {doc}\nlast words\n"
-    proc = subprocess.run(
-        [sys.executable, "-m", "ilinkbot.bot.cli", "run", "examples/echo.py", "--sandbox"],
-        input=lines,
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(env, "run", "examples/echo.py", "--sandbox", stdin=lines, cwd=ROOT)
+    assert proc.code == 0, proc.stderr
     replies = [line for line in proc.stdout.splitlines() if line.startswith("bot › ")]
     import hashlib
 
@@ -47,16 +40,8 @@ def test_echo_bot_in_the_sandbox_answers_text_images_and_files(tmp_path: Path) -
 
 def test_run_accepts_module_attr_and_examples_load(tmp_path: Path) -> None:
     env = {**os.environ, "ILINKBOT_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "ilinkbot.bot.cli", "run", "tests.bots.echo_bot:bot", "--sandbox"],
-        input="ping\n",
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(env, "run", "tests.bots.echo_bot:bot", "--sandbox", stdin="ping\n", cwd=ROOT)
+    assert proc.code == 0, proc.stderr
     assert "bot › echo: ping" in proc.stdout
     from ilinkbot.bot.app import Bot
     from ilinkbot.bot.loader import load_bot
@@ -67,13 +52,6 @@ def test_run_accepts_module_attr_and_examples_load(tmp_path: Path) -> None:
 
 def test_run_without_account_is_a_clear_error_not_a_qr(tmp_path: Path) -> None:
     env = {**os.environ, "ILINKBOT_HOME": str(tmp_path), "ILINKBOT_BASE_URL": "http://127.0.0.1:9"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "ilinkbot.bot.cli", "run", "examples/echo.py"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert proc.returncode == 8
+    proc = run_cli(env, "run", "examples/echo.py", cwd=ROOT)
+    assert proc.code == 8
     assert "ilinkbot login" in proc.stderr and "█" not in proc.stdout + proc.stderr

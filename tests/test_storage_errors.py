@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,23 +16,10 @@ from ilinkbot.bot.exitcodes import Exit
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
 
+from .clirun import Result, run_cli
 from .processes import OWNER, ROOT, env_for, login, write_config
 
 PG = "postgresql://postgres@127.0.0.1:5432"
-
-
-def cli(
-    env: dict[str, str], *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ilinkbot.bot.cli", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
 
 
 def base_env(home: Path, **extra: str) -> dict[str, str]:
@@ -42,8 +28,8 @@ def base_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def assert_one_clear_line(r: subprocess.CompletedProcess[str], code: int, words: str) -> None:
-    assert r.returncode == code, (r.returncode, r.stderr)
+def assert_one_clear_line(r: Result, code: int, words: str) -> None:
+    assert r.code == code, (r.code, r.stderr)
     assert "Traceback" not in r.stderr and "unexpected" not in r.stderr, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("ilinkbot: ") and words in last, r.stderr
@@ -68,15 +54,15 @@ def test_a_file_that_is_not_a_database_is_exit_11(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     (home / "ilinkbot.db").write_bytes(b"these are not the bytes of a SQLite database" * 100)
-    r = cli(base_env(home), "status")
+    r = run_cli(base_env(home), "status")
     assert_one_clear_line(r, Exit.STORAGE, "file is not a database")
-    r = cli(base_env(home), "--json", "status")
+    r = run_cli(base_env(home), "--json", "status")
     assert json.loads(r.stdout)["exit_code"] == 11
 
 
 def test_a_read_only_home_is_exit_11(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "ro", "ro", "size=64k") as ro:
-        r = cli(base_env(ro / "home"), "status")
+        r = run_cli(base_env(ro / "home"), "status")
         assert_one_clear_line(r, Exit.STORAGE, "Read-only file system")
 
 
@@ -92,15 +78,15 @@ def test_a_database_url_that_names_no_usable_database_is_exit_2(
     tmp_path: Path, url: str, words: str
 ) -> None:
     env = base_env(tmp_path / "home", ILINKBOT_DATABASE_URL=url.format(tmp=tmp_path))
-    assert_one_clear_line(cli(env, "status"), Exit.USAGE, words)
+    assert_one_clear_line(run_cli(env, "status"), Exit.USAGE, words)
 
 
 def test_missing_or_unreachable_postgresql_is_exit_11(tmp_path: Path) -> None:
     missing = f"{PG}/nodb_{uuid.uuid4().hex[:8]}"
-    r = cli(base_env(tmp_path / "h", ILINKBOT_DATABASE_URL=missing), "status")
+    r = run_cli(base_env(tmp_path / "h", ILINKBOT_DATABASE_URL=missing), "status")
     assert_one_clear_line(r, Exit.STORAGE, "does not exist")
     unreachable = "postgresql://postgres:hunter22@127.0.0.1:1/test"
-    r = cli(base_env(tmp_path / "h", ILINKBOT_DATABASE_URL=unreachable), "status")
+    r = run_cli(base_env(tmp_path / "h", ILINKBOT_DATABASE_URL=unreachable), "status")
     assert_one_clear_line(r, Exit.STORAGE, "cannot open the database")
     assert "hunter22" not in r.stderr
 
@@ -109,11 +95,11 @@ def test_a_config_nested_100000_deep_is_exit_2(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     (home / "config.json").write_text('{"a":' * 100_000 + "1" + "}" * 100_000)
-    assert_one_clear_line(cli(base_env(home), "status"), Exit.USAGE, "nested too deep")
+    assert_one_clear_line(run_cli(base_env(home), "status"), Exit.USAGE, "nested too deep")
 
 
 def test_an_outbox_id_past_64_bits_is_exit_2(tmp_path: Path) -> None:
-    r = cli(base_env(tmp_path / "home"), "outbox", "retry", "99999999999999999999")
+    r = run_cli(base_env(tmp_path / "home"), "outbox", "retry", "99999999999999999999")
     assert_one_clear_line(r, Exit.USAGE, "not an outbox id")
 
 
@@ -125,7 +111,7 @@ def test_a_full_disk_during_send_is_exit_11_and_keeps_what_was_stored(tmp_path: 
         account = login(sb, srv, home)
         sb.user_says(OWNER, "hi")
         env = env_for(home, srv)
-        assert cli(env, "send", "before the disk filled").returncode == 0
+        assert run_cli(env, "send", "before the disk filled").code == 0
         filler = disk / "filler"
         with contextlib.suppress(OSError), filler.open("wb") as fh:
             while True:
@@ -133,7 +119,7 @@ def test_a_full_disk_during_send_is_exit_11_and_keeps_what_was_stored(tmp_path: 
                 fh.flush()
         # room to open the database, not for the 400 kB message: it fills the disk mid-send
         os.truncate(filler, filler.stat().st_size - 128 * 1024)
-        r = cli(env, "send", "-", stdin="many chunks of text " * 20_000)
+        r = run_cli(env, "send", "-", stdin="many chunks of text " * 20_000)
         assert_one_clear_line(r, Exit.STORAGE, "database or disk is full")
         filler.unlink()
         with Store.open(None, home=home) as store:

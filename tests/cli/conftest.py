@@ -119,7 +119,7 @@ class Cli:
 
     def run(self, *args: str, input: str | None = "") -> Result:
         """In this process; :meth:`start` runs a real one."""
-        result = run_cli(*args, env=self.env, stdin=input or "")
+        result = run_cli(self.env, *args, stdin=input or "")
         self.outputs.extend([result.stdout, result.stderr])
         return result
 

@@ -1,4 +1,5 @@
-"""``ilinkbot serve`` and ``ilinkbot users`` as real processes against the sandbox over HTTP."""
+"""``ilinkbot serve`` as a real process, and ``ilinkbot users`` in-process, against the
+sandbox over HTTP."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ilinkbot.store import Store
 
 from ilinkbot.testing import sandbox_login
 
+from ..clirun import run_cli
 from ..conftest import OWNER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,17 +52,6 @@ def env(tmp_path: Path, server: tuple[Sandbox, SandboxServer]) -> dict[str, str]
         PYTHONPATH=str(ROOT),
     )
     return out
-
-
-def cli(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ilinkbot.bot.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def login(sb: Sandbox, srv: SandboxServer, home: Path) -> Any:
@@ -123,21 +114,21 @@ class Serving:
 
 
 def token_of(env: dict[str, str]) -> str:
-    r = cli(env, "serve", "--show-token", "--json")
-    assert r.returncode == 0, r.stderr
+    r = run_cli(env, "serve", "--show-token", "--json")
+    assert r.code == 0, r.stderr
     return str(json.loads(r.stdout)["token"])
 
 
 def test_show_token_makes_one_0600_token_and_keeps_it(env: dict[str, str]) -> None:
-    r = cli(env, "serve", "--show-token", "--json")
-    assert r.returncode == 0, r.stderr
+    r = run_cli(env, "serve", "--show-token", "--json")
+    assert r.code == 0, r.stderr
     first = json.loads(r.stdout)
     assert first["created"] is True and first["token"].startswith("ilk_")
     path = Path(first["path"])
     assert path.stat().st_mode & 0o777 == 0o600
-    again = json.loads(cli(env, "serve", "--show-token", "--json").stdout)
+    again = json.loads(run_cli(env, "serve", "--show-token", "--json").stdout)
     assert again["token"] == first["token"] and again["created"] is False
-    human = cli(env, "serve", "--show-token")
+    human = run_cli(env, "serve", "--show-token")
     assert human.stdout.strip() == first["token"]
 
 
@@ -147,23 +138,23 @@ def test_users_alias_list_and_unalias(
     sb, srv = server
     home = Path(env["ILINKBOT_HOME"])
     acc = login(sb, srv, home)
-    r = cli(env, "--json", "users", "alias", "alice", ALICE)
-    assert r.returncode == 0, r.stderr
+    r = run_cli(env, "--json", "users", "alias", "alice", ALICE)
+    assert r.code == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["alias"] == "alice" and out["user_id"] == ALICE and "not written" in out["note"]
-    r = cli(env, "--json", "users")
+    r = run_cli(env, "--json", "users")
     users = json.loads(r.stdout)["users"]
     assert [(u["alias"], u["user_id"]) for u in users] == [("alice", ALICE)]
-    bad = cli(env, "--json", "users", "alias", "bob", "bob")
-    assert bad.returncode == 2 and "user ids look like" in json.loads(bad.stdout)["error"]
-    bad = cli(env, "--json", "users", "alias", "a/b", ALICE)
-    assert bad.returncode == 2
-    taken = cli(env, "--json", "users", "alias", "alice", "carol@im.wechat")
-    assert taken.returncode == 2 and "already names" in json.loads(taken.stdout)["error"]
-    r = cli(env, "--json", "users", "--account", acc.bot_id, "unalias", "alice")
-    assert r.returncode == 0 and json.loads(r.stdout)["removed"] is True
-    r = cli(env, "users", "unalias", "alice")
-    assert r.returncode == 10 and "no alias" in r.stderr
+    bad = run_cli(env, "--json", "users", "alias", "bob", "bob")
+    assert bad.code == 2 and "user ids look like" in json.loads(bad.stdout)["error"]
+    bad = run_cli(env, "--json", "users", "alias", "a/b", ALICE)
+    assert bad.code == 2
+    taken = run_cli(env, "--json", "users", "alias", "alice", "carol@im.wechat")
+    assert taken.code == 2 and "already names" in json.loads(taken.stdout)["error"]
+    r = run_cli(env, "--json", "users", "--account", acc.bot_id, "unalias", "alice")
+    assert r.code == 0 and json.loads(r.stdout)["removed"] is True
+    r = run_cli(env, "users", "unalias", "alice")
+    assert r.code == 10 and "no alias" in r.stderr
 
 
 def test_serve_pushes_over_http_and_stops_cleanly(
@@ -173,7 +164,7 @@ def test_serve_pushes_over_http_and_stops_cleanly(
     home = Path(env["ILINKBOT_HOME"])
     acc = login(sb, srv, home)
     token = token_of(env)
-    assert cli(env, "users", "alias", "alice", ALICE).returncode == 0
+    assert run_cli(env, "users", "alias", "alice", ALICE).code == 0
     sb.user_says(OWNER, "hi")
     sb.user_says(ALICE, "hello")
     serving = Serving(env)
@@ -213,8 +204,8 @@ def test_port_in_use_is_a_clear_error(env: dict[str, str]) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        r = cli(env, "--json", "serve", "--port", str(port))
-    assert r.returncode == 1
+        r = run_cli(env, "--json", "serve", "--port", str(port))
+    assert r.code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in json.loads(r.stdout)["error"]
 
 
@@ -298,5 +289,5 @@ def test_poll_with_a_bot_runs_its_handlers_next_to_the_gateway(
 
 
 def test_bot_without_poll_is_a_usage_error(env: dict[str, str]) -> None:
-    r = cli(env, "--json", "serve", "--bot", "x:bot")
-    assert r.returncode == 2 and "--poll" in json.loads(r.stdout)["error"]
+    r = run_cli(env, "--json", "serve", "--bot", "x:bot")
+    assert r.code == 2 and "--poll" in json.loads(r.stdout)["error"]
