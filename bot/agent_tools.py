@@ -36,6 +36,8 @@ QR_CHECK_SECONDS = 3.0
 MAX_WAIT_SECONDS = 3600.0
 #: How often ``wait_reply`` looks at the inbox while a running bot polls.
 _INBOX_POLL_SECONDS = 0.5
+#: The getupdates pass that fetches what was written before a ``wait_reply`` call.
+_DRAIN_SECONDS = 1.0
 
 
 class AgentError(Exception):
@@ -336,6 +338,8 @@ class AgentTools:
                 f"timeout_seconds must be > 0 and <= {int(MAX_WAIT_SECONDS)}, got {timeout_seconds}"
             )
         acc, user = self._target(to, account)
+        # Fetch what was written before this call first, so only later messages count.
+        await self._catch_up(acc, min(timeout_seconds, _DRAIN_SECONDS))
         start = self.store.last_inbox_id(acc.bot_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_seconds

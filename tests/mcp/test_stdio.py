@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
 
-from tests.mcp.conftest import call, stdio_session
+from tests.mcp.conftest import ToolFailed, call, stdio_session
 from tests.processes import OWNER
 
 pytestmark = pytest.mark.slow
@@ -84,3 +85,95 @@ async def test_bind_push_answer_wait_reply(sb: Sandbox, env: dict[str, str], hom
     with Store.open(None, home=home) as store:
         acc = store.list_accounts()[0]
         assert [r.user_id for r in store.unhandled(acc.bot_id)] == [OWNER, OWNER]
+
+
+async def test_bad_input_is_a_clear_tool_error(sb: Sandbox, env: dict[str, str]) -> None:
+    async with stdio_session(env) as session:
+        with pytest.raises(ToolFailed, match="unknown qrcode 'nope'"):
+            await call(session, "wechat_login_check", qrcode="nope")
+        with pytest.raises(ToolFailed, match="no account"):
+            await call(session, "send_to_wechat", text="hi")
+
+        old = await call(session, "wechat_login_start")
+        done = await _bind(session, sb)
+        assert done["status"] == "confirmed"
+        # The code made before the last wechat_login_start is no longer the login.
+        with pytest.raises(ToolFailed, match="unknown qrcode"):
+            await call(session, "wechat_login_check", qrcode=old["qrcode"])
+
+        with pytest.raises(ToolFailed, match="confirm=true"):
+            await call(session, "wechat_disconnect", account=done["account"])
+        with pytest.raises(ToolFailed, match="confirm=true"):
+            await call(session, "wechat_disconnect", account=done["account"], confirm=False)
+        with pytest.raises(ToolFailed, match=re.escape("no account 'ghost@im.bot'")):
+            await call(session, "wechat_disconnect", account="ghost@im.bot", confirm=True)
+        assert (await call(session, "wechat_status"))["bound"] is True
+
+        sb.user_says(OWNER, "hi")
+        with pytest.raises(
+            ToolFailed, match=re.escape("image_path '/no/such/file.png': no such file")
+        ):
+            await call(session, "send_to_wechat", image_path="/no/such/file.png")
+        with pytest.raises(ToolFailed, match="file_path"):
+            await call(session, "send_to_wechat", text="x", file_path="/no/such/report.pdf")
+        with pytest.raises(ToolFailed, match=re.escape("no account 'nobody@im.bot'")):
+            await call(session, "send_to_wechat", text="hi", account="nobody@im.bot")
+        with pytest.raises(ToolFailed, match="unknown recipient 'stranger'"):
+            await call(session, "send_to_wechat", text="hi", to="stranger")
+        with pytest.raises(ToolFailed, match="nothing to send"):
+            await call(session, "send_to_wechat")
+        with pytest.raises(ToolFailed, match="unknown recipient 'stranger'"):
+            await call(session, "wechat_wait_reply", to="stranger", timeout_seconds=1)
+        with pytest.raises(ToolFailed, match=re.escape("no account 'nobody@im.bot'")):
+            await call(session, "wechat_recent_messages", account="nobody@im.bot")
+        with pytest.raises(ToolFailed, match="timeout_seconds"):
+            await call(session, "wechat_wait_reply", timeout_seconds=0)
+        with pytest.raises(ToolFailed, match="limit"):
+            await call(session, "wechat_recent_messages", limit=0)
+        assert sb.delivered(OWNER) == []  # nothing went out on any of these
+
+        quiet = await call(session, "wechat_wait_reply", timeout_seconds=1)
+        assert quiet == {"status": "timeout", "account": done["account"], "messages": []}
+
+        gone = await call(session, "wechat_disconnect", account=done["account"], confirm=True)
+        assert gone["changed"] is True
+        again = await call(session, "wechat_disconnect", account=done["account"], confirm=True)
+        assert again["changed"] is False
+        status = await call(session, "wechat_status")
+        assert status["bound"] is False and status["ever_bound"] is True
+        with pytest.raises(ToolFailed, match="no account is logged in"):
+            await call(session, "send_to_wechat", text="hi")
+
+
+async def test_verify_code_and_reconnect_after_expiry(sb: Sandbox, env: dict[str, str]) -> None:
+    async with stdio_session(env) as session:
+        first = await _bind(session, sb)
+        sb.user_says(OWNER, "hi")
+        assert (await call(session, "send_to_wechat", text="one"))["state"] == "delivered"
+
+        sb.expire_session(first["account"])
+        with pytest.raises(ToolFailed, match="session expired"):
+            await call(session, "send_to_wechat", text="two")
+        status = await call(session, "wechat_status")
+        assert status["bound"] is False and status["ever_bound"] is True
+        assert status["accounts"][0]["state"] == "expired"
+
+        qr = await call(session, "wechat_login_start")
+        sb.scan(qr["qrcode"])
+        sb.require_verify_code("4321", qr["qrcode"])
+        asked = await call(session, "wechat_login_check", qrcode=qr["qrcode"])
+        assert asked["status"] == "need_verifycode" and "verify_code" in asked["next"]
+        wrong = await call(session, "wechat_login_check", qrcode=qr["qrcode"], verify_code="0000")
+        assert wrong["status"] == "need_verifycode"
+        right = await call(session, "wechat_login_check", qrcode=qr["qrcode"], verify_code="4321")
+        assert right["status"] == "scaned"
+        sb.confirm(OWNER, qr["qrcode"])
+        back = await call(session, "wechat_login_check", qrcode=qr["qrcode"])
+        assert back["status"] == "confirmed" and back["reconnected"] is True
+        assert back["owner"] == OWNER
+
+        status = await call(session, "wechat_status")
+        assert status["bound"] is True and status["account"] == back["account"]
+        sb.user_says(OWNER, "back again")
+        assert (await call(session, "send_to_wechat", text="three"))["state"] == "delivered"
+        assert [d["text"] for d in sb.delivered(OWNER)] == ["one", "three"]
