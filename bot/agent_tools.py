@@ -318,7 +318,7 @@ class AgentTools:
             raise AgentError(f"limit must be 1-100, got {limit}")
         acc, user = self._target(to, account) if to else (self._account(account), None)
         await self._catch_up(acc, min(CATCH_UP_SECONDS, 1.0))
-        rows = self.store.recent_inbox(acc.bot_id, user, limit=limit)
+        rows = await self.svc.read(self.store.recent_inbox, acc.bot_id, user, limit=limit)
         return {"account": acc.bot_id, "messages": self._messages(rows, acc)}
 
     def _account(self, account: str | None) -> Any:
@@ -340,11 +340,13 @@ class AgentTools:
         acc, user = self._target(to, account)
         # Fetch what was written before this call first, so only later messages count.
         await self._catch_up(acc, min(timeout_seconds, _DRAIN_SECONDS))
-        start = self.store.last_inbox_id(acc.bot_id)
+        start = await self.svc.read(self.store.last_inbox_id, acc.bot_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_seconds
         while True:
-            rows = self.store.recent_inbox(acc.bot_id, user, limit=20, after_id=start)
+            rows = await self.svc.read(
+                self.store.recent_inbox, acc.bot_id, user, limit=20, after_id=start
+            )
             found = self._messages(list(reversed(rows)), acc)
             if found:
                 return {"status": "replied", "account": acc.bot_id, "messages": found}

@@ -12,7 +12,7 @@ from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
 
 from tests.mcp.conftest import ToolFailed, call, stdio_session
-from tests.processes import OWNER
+from tests.processes import OWNER, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -97,6 +97,12 @@ async def test_bad_input_is_a_clear_tool_error(sb: Sandbox, env: dict[str, str])
         old = await call(session, "wechat_login_start")
         done = await _bind(session, sb)
         assert done["status"] == "confirmed"
+        expiring = await call(session, "wechat_login_start")
+        sb.expire_qr(expiring["qrcode"])
+        expired = await call(session, "wechat_login_check", qrcode=expiring["qrcode"])
+        assert expired["status"] == "expired" and "wechat_login_start" in expired["next"]
+        with pytest.raises(ToolFailed, match="unknown qrcode"):  # it is over
+            await call(session, "wechat_login_check", qrcode=expiring["qrcode"])
         # The code made before the last wechat_login_start is no longer the login.
         with pytest.raises(ToolFailed, match="unknown qrcode"):
             await call(session, "wechat_login_check", qrcode=old["qrcode"])
@@ -177,3 +183,49 @@ async def test_verify_code_and_reconnect_after_expiry(sb: Sandbox, env: dict[str
         sb.user_says(OWNER, "back again")
         assert (await call(session, "send_to_wechat", text="three"))["state"] == "delivered"
         assert [d["text"] for d in sb.delivered(OWNER)] == ["one", "three"]
+
+
+async def test_outcomes_held_then_released_unconfirmed_and_file(
+    sb: Sandbox, env: dict[str, str], home: Path, tmp_path: Path
+) -> None:
+    write_config(home, reply_quota=2)
+    sb.quota = 2
+    async with stdio_session(env) as session:
+        await _bind(session, sb)
+        with pytest.raises(ToolFailed, match="has never written to this bot"):
+            await call(session, "send_to_wechat", text="too early")
+
+        sb.user_says(OWNER, "hi")
+        first = await call(session, "send_to_wechat", text="one")
+        assert first["window"][OWNER]["messages_left"] == 1
+        report = tmp_path / "report.txt"
+        report.write_text("all green\n")
+        second = await call(session, "send_to_wechat", file_path=str(report))
+        assert second["state"] == "delivered"
+        assert second["window"][OWNER]["open"] is False  # quota used
+
+        held = await call(session, "send_to_wechat", text="three")
+        assert held["state"] == "held" and "next writes" in held["goes_out"]
+        status = await call(session, "wechat_status")
+        assert status["accounts"][0]["held_messages"] == 1
+        assert [d.get("text") for d in sb.delivered(OWNER)].count("three") == 0
+
+        # The user's answer releases the held push, and wait_reply returns it.
+        waiting = asyncio.create_task(call(session, "wechat_wait_reply", timeout_seconds=20))
+        await asyncio.sleep(1.5)
+        sb.user_says(OWNER, "ok")
+        reply = await asyncio.wait_for(waiting, 20)
+        assert [m["text"] for m in reply["messages"]] == ["ok"]
+        await asyncio.sleep(0.5)
+        assert [d.get("text") for d in sb.delivered(OWNER)].count("three") == 1
+        assert (await call(session, "wechat_status"))["accounts"][0]["held_messages"] == 0
+
+        sb.omit_message_id = True
+        maybe = await call(session, "send_to_wechat", text="four")
+        assert maybe["state"] == "unconfirmed" and maybe["message_ids"] == [None]
+
+        sb.omit_message_id = False
+        sb.force_ret = -3  # a refusal: not retried
+        sb.user_says(OWNER, "again")  # a fresh window: the refusal is the server's
+        refused = await call(session, "send_to_wechat", text="five")
+        assert refused["state"] == "failed" and "-3" in refused["reason"]
