@@ -75,6 +75,11 @@ def cmd_mcp(app: App) -> int:
 
     def ready() -> None:
         app.say(f"ilinkbot mcp: listening on {url}")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            app.say(
+                f"  warning: {host} is not loopback: anyone who can reach it and knows the "
+                "token can push; put it behind TLS (a reverse proxy)"
+            )
         app.say(
             f"  token: `ilinkbot serve --show-token` ({token_path(app.config.home)})"
             + (", made now" if created else "")
