@@ -24,6 +24,7 @@ from .outbox import Outbox
 from .push import CATCH_UP_SECONDS, PushRequest, catch_up, push
 from .qr import write_png
 from .service import Service
+from .status import account_status, iso
 from .window import window_state
 
 __all__ = ["MAX_WAIT_SECONDS", "QR_CHECK_SECONDS", "QR_PNG_NAME", "AgentError", "AgentTools"]
@@ -42,10 +43,6 @@ _DRAIN_SECONDS = 1.0
 
 class AgentError(Exception):
     """Bad input or a refused action: the message says what to do instead."""
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
 class AgentTools:
@@ -77,32 +74,16 @@ class AgentTools:
         return ws.to_dict()
 
     async def status(self) -> dict[str, Any]:
-        """Accounts, whether WeChat is bound (and ever was), reply windows, held messages."""
+        """Accounts, whether WeChat is bound (and ever was), reply windows, held messages:
+        each account as ``ilinkbot status --json`` shows it, plus ``bound``."""
         store = self.store
         now = datetime.now(UTC)
         default = store.default_account()
         accounts: list[dict[str, Any]] = []
         for acc in store.list_accounts():
-            users = [
-                {
-                    "user_id": p.user_id,
-                    "alias": p.alias,
-                    "window": self._window(acc.bot_id, p.user_id, now),
-                }
-                for p in store.list_peers(acc.bot_id)
-            ]
-            accounts.append(
-                {
-                    "account": acc.bot_id,
-                    "state": str(acc.state),
-                    "bound": str(acc.state) == "active" and bool(acc.token),
-                    "owner": acc.owner_user_id,
-                    "default": acc.bot_id == default,
-                    "last_used_at": _iso(acc.last_used_at),
-                    "held_messages": len(store.list_outbox(acc.bot_id, state="held")),
-                    "users": users,
-                }
-            )
+            item = account_status(store, self.config, acc, default=default, now=now)
+            item["bound"] = str(acc.state) == "active" and bool(acc.token)
+            accounts.append(item)
         try:
             push_account = choose_account(store)
         except BotError:
@@ -144,7 +125,7 @@ class AgentTools:
             "qrcode": ticket.qrcode,
             "png_path": str(png),
             "url": ticket.url,
-            "expires_at": _iso(ticket.issued_at + timedelta(seconds=PENDING_LOGIN_TTL)),
+            "expires_at": iso(ticket.issued_at + timedelta(seconds=PENDING_LOGIN_TTL)),
             "next": "show the image to the user; after they scan and confirm it on the "
             "phone, call wechat_login_check with this qrcode",
         }
@@ -295,7 +276,7 @@ class AgentTools:
                     "from": row.user_id,
                     "kind": msg.kind,
                     "text": msg.body,
-                    "at": _iso(row.created_at or row.received_at),
+                    "at": iso(row.created_at or row.received_at),
                 }
             )
         return out

@@ -79,6 +79,9 @@ async def test_bind_push_answer_wait_reply(sb: Sandbox, env: dict[str, str], hom
 
         status = await call(session, "wechat_status")
         assert status["bound"] is True and status["owner"] == OWNER
+        (user,) = status["accounts"][0]["users"]
+        assert user["user_id"] == OWNER and user["window_open"] is True
+        assert user["window_messages_left"] == sb.quota  # the answer reopened it
         assert token not in json.dumps(status)
 
     # Reading never consumes: a bot run later still handles both messages.
