@@ -113,7 +113,12 @@ class AgentTools:
             poll_base=self.config.base_url,
             issued_at=datetime.now(UTC),
         )
-        png = write_png(ticket.url, self.config.home / QR_PNG_NAME)
+        try:
+            png = write_png(ticket.url, self.config.home / QR_PNG_NAME)
+        except OSError as exc:
+            raise AgentError(
+                f"cannot write the QR image {self.config.home / QR_PNG_NAME}: {exc.strerror or exc}"
+            ) from None
         self.store.save_pending_login(
             qrcode=ticket.qrcode,
             qr_url=ticket.url,

@@ -90,7 +90,9 @@ async def test_bind_push_answer_wait_reply(sb: Sandbox, env: dict[str, str], hom
         assert [r.user_id for r in store.unhandled(acc.bot_id)] == [OWNER, OWNER]
 
 
-async def test_bad_input_is_a_clear_tool_error(sb: Sandbox, env: dict[str, str]) -> None:
+async def test_bad_input_is_a_clear_tool_error(
+    sb: Sandbox, env: dict[str, str], home: Path
+) -> None:
     async with stdio_session(env) as session:
         with pytest.raises(ToolFailed, match="unknown qrcode 'nope'"):
             await call(session, "wechat_login_check", qrcode="nope")
@@ -152,6 +154,12 @@ async def test_bad_input_is_a_clear_tool_error(sb: Sandbox, env: dict[str, str])
         assert status["bound"] is False and status["ever_bound"] is True
         with pytest.raises(ToolFailed, match="no account is logged in"):
             await call(session, "send_to_wechat", text="hi")
+
+        (home / "login-qr.png").unlink()
+        (home / "login-qr.png").mkdir()  # the image cannot be written there
+        with pytest.raises(ToolFailed, match="cannot write the QR image"):
+            await call(session, "wechat_login_start")
+        assert (await call(session, "wechat_status"))["ever_bound"] is True
 
 
 async def test_verify_code_and_reconnect_after_expiry(sb: Sandbox, env: dict[str, str]) -> None:
