@@ -272,7 +272,8 @@ class AgentTools:
     def _messages(self, rows: list[Any], acc: Any) -> list[dict[str, Any]]:
         out = []
         for row in rows:
-            if not isinstance(row.raw, dict) or row.raw.get("message_type") == 2:
+            raw = row.raw
+            if not isinstance(raw, dict) or "malformed" in raw or raw.get("message_type") == 2:
                 continue  # malformed or written by the bot itself
             msg = Message(cast(Any, None), acc, row)
             out.append(
