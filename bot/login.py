@@ -32,7 +32,10 @@ __all__ = [
     "LoginFailed",
     "LoginResult",
     "LoginStore",
+    "QrCheck",
     "QrTicket",
+    "check_once",
+    "finish_login",
     "poll_interval",
     "redirect_base",
     "run_login",
@@ -115,7 +118,8 @@ class LoginResult:
     """A successful login. ``status``: ``confirmed`` or ``already_bound``.
 
     ``already_bound`` (``binded_redirect``) issues no credentials: the existing ones stay;
-    ``bot_id``/``owner`` are filled only when the server named them.
+    ``bot_id``/``owner`` are filled only when the server named them. ``reconnected``: the
+    store already held an account of this owner (a binding that dropped, now renewed).
     """
 
     status: str
@@ -124,6 +128,7 @@ class LoginResult:
     base_url: str | None
     token: str | None = field(default=None, repr=False)
     qr_codes: int = 1
+    reconnected: bool = False
 
 
 class LoginFailed(Exception):
@@ -175,6 +180,87 @@ def _retire_same_owner(store: Any, bot_id: str, owner: str | None) -> None:
         _log.info("older_account_logged_out", bot_id=old, replaced_by=bot_id)
     if held:
         _log.info("kept_messages_held", bot_id=bot_id, count=held)
+
+
+def finish_login(store: LoginStore | None, status: QrStatus, ticket: QrTicket) -> LoginResult:
+    """Store the credentials of a ``confirmed`` status (connect, or reconnect when this
+    owner was bound before) and retire the owner's older accounts. Every way of logging
+    in ends here, so they all behave alike."""
+    if not status.ilink_bot_id or not status.bot_token:
+        raise LoginFailed(
+            "bad_answer", "login confirmed but the server sent no bot id or token", ticket
+        )
+    reconnected = False
+    if store is not None:
+        owner = status.ilink_user_id
+        listing = getattr(store, "list_accounts", None)
+        known = listing() if owner and listing is not None else []
+        reconnected = any(acc.owner_user_id == owner for acc in known)
+        store.save_account(
+            status.ilink_bot_id,
+            token=status.bot_token,
+            base_url=status.baseurl,
+            owner_user_id=owner,
+        )
+        _retire_same_owner(store, status.ilink_bot_id, owner)
+    _log.info("login_confirmed", bot_id=status.ilink_bot_id, reconnected=reconnected)
+    return LoginResult(
+        status="confirmed",
+        bot_id=status.ilink_bot_id,
+        owner=status.ilink_user_id,
+        base_url=status.baseurl,
+        token=status.bot_token,
+        qr_codes=ticket.number,
+        reconnected=reconnected,
+    )
+
+
+@dataclass(frozen=True)
+class QrCheck:
+    """One status check of a QR code (:func:`check_once`).
+
+    ``status``: the server's word (``wait``, ``scaned``, ``need_verifycode``, ``expired``,
+    ``verify_code_blocked``, ``confirmed``, ``binded_redirect``). ``ticket``: the code with
+    its poll base (moved on ``scaned_but_redirect``). ``result``: set when done."""
+
+    status: str
+    ticket: QrTicket
+    result: LoginResult | None = None
+
+
+async def check_once(
+    client: IlinkClient,
+    store: LoginStore | None,
+    ticket: QrTicket,
+    *,
+    verify_code: str | None = None,
+    timeout: float = QR_STATUS_TIMEOUT,
+) -> QrCheck:
+    """Ask once for ``ticket``'s status (no loop, no new QR code: the caller decides).
+
+    On ``confirmed`` the credentials are stored as :func:`run_login` does."""
+    status = await client.get_qrcode_status(
+        ticket.qrcode,
+        verify_code=verify_code or None,
+        base_url=ticket.poll_base,
+        timeout=max(0.1, timeout),
+    )
+    kind = status.status
+    if kind == "confirmed":
+        return QrCheck(kind, ticket, finish_login(store, status, ticket))
+    if kind == "binded_redirect":
+        result = LoginResult(
+            status="already_bound",
+            bot_id=status.ilink_bot_id,
+            owner=status.ilink_user_id,
+            base_url=status.baseurl,
+            qr_codes=ticket.number,
+        )
+        return QrCheck(kind, ticket, result)
+    if kind == "scaned_but_redirect" and status.redirect_host:
+        ticket = replace(ticket, poll_base=redirect_base(ticket.poll_base, status.redirect_host))
+        kind = "scaned"
+    return QrCheck(kind, ticket)
 
 
 async def _notify(on_event: EventHandler | None, event: LoginEvent) -> None:
@@ -256,28 +342,9 @@ async def run_login(
         _log.debug("qr_status", status=kind, number=ticket.number)
 
         if kind == "confirmed":
-            if not status.ilink_bot_id or not status.bot_token:
-                raise LoginFailed(
-                    "bad_answer", "login confirmed but the server sent no bot id or token", ticket
-                )
-            if store is not None:
-                store.save_account(
-                    status.ilink_bot_id,
-                    token=status.bot_token,
-                    base_url=status.baseurl,
-                    owner_user_id=status.ilink_user_id,
-                )
-                _retire_same_owner(store, status.ilink_bot_id, status.ilink_user_id)
-            _log.info("login_confirmed", bot_id=status.ilink_bot_id)
+            result = finish_login(store, status, ticket)
             await _notify(on_event, LoginEvent("confirmed", ticket, status.ilink_bot_id))
-            return LoginResult(
-                status="confirmed",
-                bot_id=status.ilink_bot_id,
-                owner=status.ilink_user_id,
-                base_url=status.baseurl,
-                token=status.bot_token,
-                qr_codes=ticket.number,
-            )
+            return result
         if kind == "binded_redirect":
             _log.info("login_already_bound", bot_id=status.ilink_bot_id)
             await _notify(on_event, LoginEvent("already_bound", ticket, status.ilink_bot_id))
