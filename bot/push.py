@@ -186,6 +186,7 @@ async def _fan_out(
 ) -> SendResult:
     """One push to many users: up to ``send_concurrency`` users at a time, each user's
     messages in order, paced by ``fanout_per_second`` for the account."""
+
     def every_user_can_be_messaged() -> None:
         # All or nothing: a recipient who never wrote fails the push before anyone gets it.
         for user in dict.fromkeys(users):
