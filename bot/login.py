@@ -154,14 +154,20 @@ EventHandler = Callable[[LoginEvent], Awaitable[None] | None]
 VerifyCodeReader = Callable[[bool], Awaitable[str | None]]
 
 
-def _retire_same_owner(store: Any, bot_id: str, owner: str | None) -> None:
+def _retire_same_owner(store: Any, bot_id: str, owner: str | None, ref: str | None = None) -> None:
     """One WeChat user maps to one bot (as the official client does, §2.5): older accounts
-    of the same owner are logged out, so context tokens are never ambiguous. Unlike the
-    official client, their history (users, inbox, outbox) is kept."""
-    if not owner or not hasattr(store, "list_accounts"):
+    of the same owner are logged out, so context tokens are never ambiguous. So are older
+    accounts bound for the same platform user (``ref``, serve's accounts API): a new login
+    with the same ref is a reconnect. Unlike the official client, their history (users,
+    inbox, outbox) is kept."""
+    if not (owner or ref) or not hasattr(store, "list_accounts"):
         return
     for acc in store.list_accounts():
-        if acc.bot_id != bot_id and acc.owner_user_id == owner and acc.state != "logged_out":
+        if acc.bot_id == bot_id or acc.state == "logged_out":
+            continue
+        same_owner = bool(owner) and acc.owner_user_id == owner
+        same_ref = bool(ref) and getattr(acc, "ref", None) == ref
+        if same_owner or same_ref:
             store.logout(acc.bot_id)
             _log.info("older_account_logged_out", bot_id=acc.bot_id, replaced_by=bot_id)
 
@@ -185,6 +191,7 @@ async def run_login(
     interval: float | None = None,
     resume: QrTicket | None = None,
     local_tokens: list[str] | None = None,
+    ref: str | None = None,
 ) -> LoginResult:
     """Run one QR login to its end.
 
@@ -194,7 +201,9 @@ async def run_login(
     ``read_verify_code(retry)`` returns the number shown on the phone, or None to give up.
     ``timeout`` bounds the whole login in seconds (at least 1 s). ``resume`` continues
     polling an already issued code instead of fetching a new one (its ``number`` counts
-    towards ``max_qr``). Raises :class:`LoginFailed`.
+    towards ``max_qr``). ``ref`` (a platform's own user id) is kept with the new account, and
+    older accounts with the same ref are replaced like those of the same owner.
+    Raises :class:`LoginFailed`.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(float(timeout), 1.0)
@@ -256,7 +265,9 @@ async def run_login(
                     base_url=status.baseurl,
                     owner_user_id=status.ilink_user_id,
                 )
-                _retire_same_owner(store, status.ilink_bot_id, status.ilink_user_id)
+                if ref and hasattr(store, "set_account_ref"):
+                    store.set_account_ref(status.ilink_bot_id, ref)
+                _retire_same_owner(store, status.ilink_bot_id, status.ilink_user_id, ref)
             _log.info("login_confirmed", bot_id=status.ilink_bot_id)
             await _notify(on_event, LoginEvent("confirmed", ticket, status.ilink_bot_id))
             return LoginResult(
