@@ -26,6 +26,7 @@ from ilinkbot.ilink import (
 from ilinkbot.ilink.log import get_logger
 
 from .errors import NoContextError
+from .events import Events
 from .service import Service
 from .textsplit import split_text
 from .waiting import backoff, pause
@@ -138,8 +139,10 @@ def media_payload(
 class Outbox:
     """Stores and delivers messages for the accounts of one :class:`Service`."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, *, events: Events | None = None) -> None:
         self.svc = service
+        #: Told of every row's new state (``serve --webhook``).
+        self.events = events or Events()
         self.store = service.store
         self.config = service.config
         #: Called with (bytes_done, total) during uploads (CLI progress bar).
@@ -338,7 +341,9 @@ class Outbox:
                 message_id=message_id,
                 reason=reason,
             )
-            return MessageOutcome(row.id, row.user_id, row.client_id, state, message_id, reason)
+            outcome = MessageOutcome(row.id, row.user_id, row.client_id, state, message_id, reason)
+            self.events.delivery_changed(account, outcome)
+            return outcome
 
         # The peer is read once per pass and counted locally after each send (the store
         # counts too, in mark_sent); a user who wrote meanwhile only widens the window.

@@ -35,6 +35,7 @@ from starlette.routing import Route
 from .. import spool
 from ..accounts import choose_account
 from ..config import Config
+from ..events import Events
 from ..login import LoginResult
 from ..outbox import Outbox, SendResult
 from ..push import CATCH_UP_SECONDS, PushRequest, catch_up, push
@@ -90,6 +91,8 @@ class Gateway:
         self.catch_up_seconds = catch_up_seconds
         self._svc: Service | None = None
         self._outbox: Outbox | None = None
+        #: Observers of the gateway's deliveries (``--webhook``).
+        self.events = Events()
         self._catch_lock: asyncio.Lock | None = None
         self._last_catch: dict[str, float] = {}
         self.login = WebLogin(
@@ -109,7 +112,7 @@ class Gateway:
     @property
     def outbox(self) -> Outbox:
         if self._outbox is None:
-            self._outbox = Outbox(self.svc)
+            self._outbox = Outbox(self.svc, events=self.events)
         return self._outbox
 
     async def aclose(self) -> None:
