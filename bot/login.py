@@ -159,17 +159,24 @@ def _retire_same_owner(store: Any, bot_id: str, owner: str | None, ref: str | No
     of the same owner are logged out, so context tokens are never ambiguous. So are older
     accounts bound for the same platform user (``ref``, serve's accounts API): a new login
     with the same ref is a reconnect. Unlike the official client, their history (users,
-    inbox, outbox) is kept."""
-    if not (owner or ref) or not hasattr(store, "list_accounts"):
+    inbox, outbox) is kept; a store with ``hand_over`` also moves their aliases and unsent
+    rows to the new account."""
+    if not hasattr(store, "list_accounts"):
         return
-    for acc in store.list_accounts():
-        if acc.bot_id == bot_id or acc.state == "logged_out":
-            continue
-        same_owner = bool(owner) and acc.owner_user_id == owner
-        same_ref = bool(ref) and getattr(acc, "ref", None) == ref
-        if same_owner or same_ref:
-            store.logout(acc.bot_id)
-            _log.info("older_account_logged_out", bot_id=acc.bot_id, replaced_by=bot_id)
+    older = [
+        acc.bot_id
+        for acc in store.list_accounts()
+        if acc.bot_id != bot_id
+        and acc.state != "logged_out"
+        and ((owner and acc.owner_user_id == owner) or (ref and getattr(acc, "ref", None) == ref))
+    ]
+    if hasattr(store, "hand_over"):
+        store.hand_over(bot_id, older)
+    else:
+        for old in older:
+            store.logout(old)
+    for old in older:
+        _log.info("older_account_logged_out", bot_id=old, replaced_by=bot_id)
 
 
 async def _notify(on_event: EventHandler | None, event: LoginEvent) -> None:
