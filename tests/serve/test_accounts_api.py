@@ -211,3 +211,34 @@ async def test_every_v1_route_needs_the_token(client: httpx.AsyncClient) -> None
     ]:
         r = await client.request(method, path, json={"ref": "u"})
         assert r.status_code == 401, (method, path)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/logins", b'{"ref": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+        ("/v1/logins", b'{"ref": "u", "x": ' + b"7" * 5000 + b"}"),
+        ("/v1/logins", b"\xff\xfe not json"),
+        ("/v1/logins", b'{"ref": "a\\u0000b"}'),
+        ("/v1/logins", b"x" * 5000),
+    ],
+)
+async def test_hostile_login_bodies_are_4xx(
+    client: httpx.AsyncClient, path: str, body: bytes
+) -> None:
+    r = await client.post(path, content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code in (413, 422), r.text
+    assert r.json()["ok"] is False and "\n" not in r.json()["error"]
+
+
+async def test_too_many_logins_at_once_is_429(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ilinkbot.bot.serve import weblogin
+
+    monkeypatch.setattr(weblogin, "MAX_LOGINS", 2)
+    await start(client, "user-1")
+    await start(client, "user-2")
+    r = await client.post("/v1/logins", json={"ref": "user-3"}, headers=AUTH)
+    assert r.status_code == 429, r.text
+    assert "2 logins are running" in r.json()["error"]
