@@ -225,3 +225,29 @@ def test_bad_webhook_flags_are_usage_errors(args: list[str], words: str, tmp_pat
     err = proc.stderr.decode()
     assert words in err and "Traceback" not in err
     assert not (tmp_path / "serve-token").exists()  # refused before anything started
+
+
+async def test_an_observer_that_raises_is_logged_and_the_loop_goes_on(
+    config: Config, sb: Sandbox, store: Store, account: Any
+) -> None:
+    bot = echo_bot(config, sb, store)
+    seen: list[str] = []
+
+    def broken(_account: Any, _rows: Any) -> None:
+        raise RuntimeError("observer bug")
+
+    bot.runtime.events.received.append(broken)
+    bot.runtime.events.received.append(lambda _a, rows: seen.extend(r.message_id for r in rows))
+    bot.runtime.events.delivery.append(broken)
+    runner = Runner(bot, install_signals=False)
+    task = asyncio.create_task(runner.serve())
+    try:
+        sb.user_says(OWNER, "one")
+        sb.user_says(OWNER, "two")
+        await wait_for(lambda: len(sb.delivered(OWNER)) == 2)
+        await wait_for(lambda: store.unhandled(account.bot_id) == [])
+    finally:
+        runner.request_stop()
+        assert await task == 0
+    assert len(seen) == 2  # the next observer still heard of both
+    assert [d["text"] for d in sb.delivered(OWNER)] == ["echo one", "echo two"]
