@@ -19,6 +19,7 @@ from ilinkbot.ilink.log import get_logger
 
 from .inbound import MALFORMED_SENDER, inbound_record
 from .message import Context, Message, ReplyIds
+from .metrics import METRICS
 from .router import Handler, Router
 from .runtime import Runtime
 from .waiting import backoff, pause
@@ -164,7 +165,9 @@ class Dispatcher:
                     f"{type(exc).__name__}: {exc}",
                     max_attempts=runtime.config.handler_max_attempts,
                 )
-                if getattr(updated, "dead_at", None) is not None:
+                dead = getattr(updated, "dead_at", None) is not None
+                METRICS.handler_failed(dead=dead)
+                if dead:
                     _log.error(
                         "message_dead_lettered",
                         account=account.bot_id,

@@ -23,6 +23,7 @@ from .dispatcher import Dispatcher, call_flexibly
 from .errors import AccountError
 from .exitcodes import Exit
 from .message import Context
+from .metrics import METRICS
 from .poller import Poller
 from .scheduler import Job, Scheduler
 from .share import LeaseShare
@@ -81,6 +82,7 @@ class Runner:
         _log.info("bot_started", accounts=len(accounts), owner=self.owner)
         for account in accounts:
             self._start(account)
+        METRICS.count_polls(self, lambda: sum(p.polling for p in self.pollers.values()))
         helpers = [
             asyncio.create_task(self._watch_accounts()),
             asyncio.create_task(self._schedules()),
@@ -90,6 +92,7 @@ class Runner:
             await self._until_done()
         finally:
             self.stop.set()
+            METRICS.forget_polls(self)
             for poller in self.pollers.values():
                 poller.stop.set()
             await asyncio.gather(*self._running.values(), return_exceptions=True)

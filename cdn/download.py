@@ -30,6 +30,7 @@ from ilinkbot.ilink.models import CDNMedia, MessageItem, MessageItemType, Weixin
 from ilinkbot.ilink.wire import encode_query_value
 
 from .crypto import BLOCK_SIZE, StreamDecryptor, decode_aes_key, key_from_hex
+from .domains import DEFAULT_CDN_DOMAINS
 from .errors import CdnDownloadError, MediaRefused
 from .mime import (
     DEFAULT_MIME,
@@ -41,7 +42,6 @@ from .mime import (
 )
 
 __all__ = [
-    "DEFAULT_CDN_DOMAINS",
     "DEFAULT_DOWNLOAD_TIMEOUT",
     "DEFAULT_MAX_BYTES",
     "DownloadedMedia",
@@ -52,9 +52,6 @@ __all__ = [
     "pick_media",
 ]
 
-#: Domain families Tencent's media CDN answers from: ``full_url`` is fetched as given (like the
-#: official client) when it is ``https`` on one of them or any of their subdomains.
-DEFAULT_CDN_DOMAINS: tuple[str, ...] = ("qq.com", "qpic.cn", "wechat.com")
 #: Inbound media cap, as the official host's media store (§7.4, §8.1).
 DEFAULT_MAX_BYTES = 100 * 2**20
 #: Bounds stalls only (a minute without progress), not the total duration.

@@ -3,29 +3,37 @@
 Depends on nothing else in ilinkbot.
 """
 
-from ._version import DEFAULT_CHANNEL_VERSION, __version__
-from .client import DEFAULT_BASE_URL, DEFAULT_CDN_BASE_URL, IlinkClient, build_send_body
-from .errors import (
-    ApiError,
-    HttpStatusError,
-    IlinkError,
-    ProtocolError,
-    ReplyWindowClosed,
-    RequestTimeout,
-    SessionExpired,
-    TransportError,
-)
-from .models import (
-    MessageItem,
-    MessageItemType,
-    QrCode,
-    QrStatus,
-    SendAck,
-    UpdatesBatch,
-    UploadMediaType,
-    UploadUrl,
-    WeixinMessage,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_exports as _lazy_exports
+
+if TYPE_CHECKING:
+    from ._version import DEFAULT_CHANNEL_VERSION, __version__
+    from .client import IlinkClient, build_send_body
+    from .defaults import DEFAULT_BASE_URL, DEFAULT_CDN_BASE_URL
+    from .errors import (
+        ApiError,
+        HttpStatusError,
+        IlinkError,
+        ProtocolError,
+        ReplyWindowClosed,
+        RequestTimeout,
+        SessionExpired,
+        TransportError,
+    )
+    from .models import (
+        MessageItem,
+        MessageItemType,
+        QrCode,
+        QrStatus,
+        SendAck,
+        UpdatesBatch,
+        UploadMediaType,
+        UploadUrl,
+        WeixinMessage,
+    )
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -52,3 +60,34 @@ __all__ = [
     "__version__",
     "build_send_body",
 ]
+
+# Imported on first use: importing one module of the package (a constant, an error class)
+# must not import the HTTP client, the crypto library and the rest.
+_WHERE = {
+    "DEFAULT_CHANNEL_VERSION": "._version",
+    "__version__": "._version",
+    "DEFAULT_BASE_URL": ".defaults",
+    "DEFAULT_CDN_BASE_URL": ".defaults",
+    "IlinkClient": ".client",
+    "build_send_body": ".client",
+    "ApiError": ".errors",
+    "HttpStatusError": ".errors",
+    "IlinkError": ".errors",
+    "ProtocolError": ".errors",
+    "ReplyWindowClosed": ".errors",
+    "RequestTimeout": ".errors",
+    "SessionExpired": ".errors",
+    "TransportError": ".errors",
+    "MessageItem": ".models",
+    "MessageItemType": ".models",
+    "QrCode": ".models",
+    "QrStatus": ".models",
+    "SendAck": ".models",
+    "UpdatesBatch": ".models",
+    "UploadMediaType": ".models",
+    "UploadUrl": ".models",
+    "WeixinMessage": ".models",
+}
+
+
+__getattr__, __dir__ = _lazy_exports(__name__, _WHERE, __all__)

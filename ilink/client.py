@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from ._version import DEFAULT_CHANNEL_VERSION, __version__
+from .defaults import DEFAULT_BASE_URL, DEFAULT_CDN_BASE_URL
 from .errors import IlinkError, ProtocolError, RequestTimeout, TransportError, check_response
 from .log import get_logger, register_secret
 from .models import (
@@ -44,8 +45,6 @@ __all__ = [
     "build_send_body",
 ]
 
-DEFAULT_BASE_URL = "https://ilinkai.weixin.qq.com"
-DEFAULT_CDN_BASE_URL = "https://novac2c.cdn.weixin.qq.com/c2c"
 APP_ID = "bot"
 
 # Client timeouts in seconds (§1.7, §8.1); None = no timeout.

@@ -7,8 +7,9 @@ handlers, CLI, gateway). Names are imported lazily so that the ``ilinkbot`` CLI 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .ilink.lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from .bot import filters
@@ -89,15 +90,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module 'ilinkbot' has no attribute {name!r}")
-    module = importlib.import_module(where, __name__)
-    value = module if name == "filters" else getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_exports(__name__, _WHERE, __all__)

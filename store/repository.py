@@ -1275,6 +1275,35 @@ class Store:
         with self._write() as conn:
             conn.execute(delete(workers).where(workers.c.owner == owner))
 
+    def counts(self) -> dict[str, Any]:
+        """What a status page or ``/metrics`` needs, in a few aggregate reads however many
+        accounts there are: accounts and outbox rows by state, dead inbox rows, polling
+        leases held and live workers."""
+        now = self._now()
+        with self._read() as conn:
+            by_state = conn.execute(
+                select(accounts.c.state, func.count()).group_by(accounts.c.state)
+            ).all()
+            out_state = conn.execute(
+                select(outbox.c.state, func.count()).group_by(outbox.c.state)
+            ).all()
+            dead = conn.execute(
+                select(func.count()).select_from(inbox).where(inbox.c.dead_at.is_not(None))
+            ).scalar_one()
+            polled = conn.execute(
+                select(func.count()).select_from(leases).where(leases.c.expires_at >= now)
+            ).scalar_one()
+            alive = conn.execute(
+                select(func.count()).select_from(workers).where(workers.c.expires_at >= now)
+            ).scalar_one()
+        return {
+            "accounts": {str(state): int(n) for state, n in by_state},
+            "outbox": {str(state): int(n) for state, n in out_state},
+            "dead_inbox": int(dead),
+            "polled_accounts": int(polled),
+            "workers": int(alive),
+        }
+
     def lease_holder(self, bot_id: str) -> str | None:
         """The current holder, or None if the lease is free or expired."""
         with self._lane.read() as cur:

@@ -4,6 +4,7 @@ cycles, and a wheel that works from a folder holding the user's own ``bot.py``."
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,9 +82,18 @@ def wheel_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Its dependencies come from this environment's site-packages through a ``.pth`` line, so
     no download is needed; this environment's editable-install hook is not loaded there."""
     where = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of the tracked files, so that no build/ is left in the checkout.
+    source = where / "source"
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(where / "dist"), str(ROOT)],
+         "-w", str(where / "dist"), str(source)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr

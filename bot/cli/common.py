@@ -72,6 +72,19 @@ class App:
             sys.stdout.write(human.rstrip("\n") + "\n")
         sys.stdout.flush()
 
+    def ilink_client(self, base_url: str | None = None, token: str | None = None) -> Any:
+        """An ``IlinkClient`` with this configuration (its own HTTP pool; use ``async with``)."""
+        from ilinkbot.ilink.client import IlinkClient
+
+        c = self.config
+        return IlinkClient(
+            base_url or c.base_url,
+            token,
+            channel_version=c.channel_version,
+            bot_agent=c.bot_agent,
+            route_tag=c.route_tag,
+        )
+
     def say(self, text: str) -> None:
         """Progress for people: stderr, so stdout stays machine-readable."""
         sys.stderr.write(text.rstrip("\n") + "\n")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ilinkbot.ilink import IlinkError, SessionExpired
+from ilinkbot.ilink.errors import IlinkError, SessionExpired
 
 from ..config import ConfigError
 from ..errors import BotError

@@ -15,9 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ilinkbot.ilink.client import IlinkClient
-from ilinkbot.ilink.errors import ApiError, IlinkError, SessionExpired
-
 from ..accounts import find_account
 from ..exitcodes import Exit
 from ..login import (
@@ -30,7 +27,7 @@ from ..login import (
     run_login,
 )
 from ..qr import render_terminal, write_png
-from ..window import window_state
+from ..status import iso
 from .common import App
 
 __all__ = ["register"]
@@ -79,18 +76,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(func=cmd_login)
 
-    s = sub.add_parser(
-        "status",
-        parents=[common],
-        help="accounts, owners, known users and their reply windows",
-        description="Every account with its state and owner, and its known users.",
-    )
-    s.add_argument("--account", metavar="ID", help="only this account (raw or normalised id)")
-    s.add_argument(
-        "--check", action="store_true", help="verify each token with one light server call"
-    )
-    s.set_defaults(func=cmd_status)
-
     o = sub.add_parser(
         "logout",
         parents=[common],
@@ -103,34 +88,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _client(app: App, base_url: str | None = None, token: str | None = None) -> IlinkClient:
-    c = app.config
-    return IlinkClient(
-        base_url or c.base_url,
-        token,
-        channel_version=c.channel_version,
-        bot_agent=c.bot_agent,
-        route_tag=c.route_tag,
-    )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m"
-    if seconds < 86400:
-        h, m = divmod(seconds // 60, 60)
-        return f"{h}h{m:02d}m"
-    d, h = divmod(seconds // 3600, 24)
-    return f"{d}d{h}h"
 
 
 class _StdinLines:
@@ -321,7 +278,7 @@ def cmd_login(app: App) -> int:
 
 
 async def _login(app: App, ui: _LoginUi, *, timeout: float, resume: QrTicket | None) -> LoginResult:
-    async with _client(app) as client:
+    async with app.ilink_client() as client:
         return await run_login(
             client,
             app.store,
@@ -333,7 +290,7 @@ async def _login(app: App, ui: _LoginUi, *, timeout: float, resume: QrTicket | N
 
 
 async def _login_no_wait(app: App, png_path: Path) -> int:
-    async with _client(app) as client:
+    async with app.ilink_client() as client:
         qr = await client.get_bot_qrcode(app.store.local_tokens(10))
     ticket = QrTicket(
         qrcode=qr.qrcode,
@@ -350,7 +307,7 @@ async def _login_no_wait(app: App, png_path: Path) -> int:
             "status": "pending",
             "qr_png": str(png_path.expanduser().resolve()),
             "qr_url": ticket.url,
-            "expires_at": _iso(
+            "expires_at": iso(
                 datetime.fromtimestamp(ticket.issued_at.timestamp() + PENDING_LOGIN_TTL, UTC)
             ),
             "next": "ilinkbot login --resume",
@@ -402,164 +359,6 @@ def _login_failed(app: App, ui: _LoginUi, exc: LoginFailed) -> int:
         )
     app.store.clear_pending_login()
     app.fail(f"login failed: {exc}", Exit.LOGIN_FAILED, status=exc.reason)
-
-
-# ---------------------------------------------------------------------------- status
-
-
-def _peer_info(app: App, peer: Any, now: datetime) -> dict[str, Any]:
-    cfg = app.config
-    ws = window_state(peer, quota=cfg.reply_quota, window_seconds=cfg.reply_window_seconds, now=now)
-    token_age = None
-    if peer.context_token and peer.last_inbound_at is not None:
-        token_age = round((now - peer.last_inbound_at).total_seconds())
-    return {
-        "user_id": peer.user_id,
-        "alias": peer.alias,
-        "has_context_token": bool(peer.context_token),
-        "context_token_age_seconds": token_age,
-        "last_inbound_at": _iso(peer.last_inbound_at),
-        "sent_since_inbound": peer.sent_since_inbound,
-        "window_open": ws.open,
-        "window_messages_left": ws.messages_left,
-        "window_seconds_left": round(ws.seconds_left),
-        "window_reason": ws.reason,
-    }
-
-
-async def _check(app: App, account: Any) -> tuple[str, str | None]:
-    """One light authenticated call: ``ok``, ``expired``, ``unchecked`` or ``error``."""
-    if not account.token:
-        return "unchecked", "no token stored"
-    user = account.owner_user_id
-    if not user:
-        peers = app.store.list_peers(account.bot_id)
-        user = peers[0].user_id if peers else None
-    if not user:
-        return "unchecked", "no owner or user to check with"
-    peer = app.store.get_peer(account.bot_id, user)
-    async with _client(app, account.base_url, account.token) as client:
-        try:
-            await client.get_config(user, peer.context_token if peer else None)
-        except SessionExpired:
-            return "expired", None
-        except ApiError as exc:
-            # -4 right after binding means "no typing ticket yet", not a stale token (§8.4);
-            # any answer other than -14 shows the token was accepted.
-            return "ok", f"getconfig ret={exc.ret}"
-        except IlinkError as exc:
-            return "error", str(exc)
-    return "ok", None
-
-
-def cmd_status(app: App) -> int:
-    store = app.store
-    accounts = store.list_accounts()
-    wanted = app.args.account
-    if wanted:
-        acc = find_account(store, wanted)
-        if acc is None:
-            app.fail(f"no account {wanted!r}; see `ilinkbot status`", Exit.NO_ACCOUNT)
-        accounts = [acc]
-    code = Exit.OK
-    checks: dict[str, tuple[str, str | None]] = {}
-    if app.args.check:
-        checks = asyncio.run(_check_all(app, accounts))
-        for acc in accounts:
-            result = checks.get(acc.bot_id)
-            if result is None:
-                continue
-            if result[0] == "expired":
-                if acc.state != "expired":
-                    store.set_account_state(acc.bot_id, "expired")
-                code = Exit.SESSION_EXPIRED
-            elif result[0] == "ok" and acc.state == "expired":
-                store.set_account_state(acc.bot_id, "active")
-            elif result[0] == "error" and code == Exit.OK:
-                code = Exit.ERROR
-        accounts = [store.get_account(a.bot_id) or a for a in accounts]
-
-    now = datetime.now(UTC)
-    default = store.default_account()
-    items: list[dict[str, Any]] = []
-    lines: list[str] = []
-    for acc in accounts:
-        peers = [_peer_info(app, p, now) for p in store.list_peers(acc.bot_id)]
-        held = len(store.list_outbox(acc.bot_id, state="held"))
-        dead = len(store.dead_inbox(acc.bot_id))
-        item: dict[str, Any] = {
-            "account": acc.bot_id,
-            "state": str(acc.state),
-            "owner": acc.owner_user_id,
-            "base_url": acc.base_url,
-            "created_at": _iso(acc.created_at),
-            "last_used_at": _iso(acc.last_used_at),
-            "default": acc.bot_id == default,
-            "users": peers,
-            "held_messages": held,
-            "dead_inbox": dead,
-        }
-        if acc.bot_id in checks:
-            item["check"], item["check_detail"] = checks[acc.bot_id]
-        items.append(item)
-        lines.extend(_status_lines(item, now))
-
-    if not items:
-        app.emit(
-            {"ok": True, "accounts": []},
-            "No account: run `ilinkbot login`.",
-        )
-        return Exit.NO_ACCOUNT
-    app.emit({"ok": code == Exit.OK, "accounts": items}, "\n".join(lines))
-    return code
-
-
-async def _check_all(app: App, accounts: list[Any]) -> dict[str, tuple[str, str | None]]:
-    out: dict[str, tuple[str, str | None]] = {}
-    for acc in accounts:
-        if str(acc.state) == "logged_out":
-            continue
-        out[acc.bot_id] = await _check(app, acc)
-    return out
-
-
-def _status_lines(item: dict[str, Any], now: datetime) -> list[str]:
-    state = item["state"]
-    head = f"{item['account']}  {state}  owner: {item['owner'] or '(unknown)'}"
-    if item["default"]:
-        head += "  (default for pushes)"
-    lines = [head]
-    if "check" in item:
-        check, detail = item["check"], item.get("check_detail")
-        if check == "expired":
-            lines.append("  check: session EXPIRED (-14): run `ilinkbot login`")
-        elif check == "ok":
-            lines.append("  check: token accepted")
-        else:
-            lines.append(f"  check: {check}" + (f" ({detail})" if detail else ""))
-    elif state == "expired":
-        lines.append("  the session expired: run `ilinkbot login`")
-    elif state == "logged_out":
-        lines.append("  logged out (history kept): `ilinkbot login` to use it again")
-    users = item["users"]
-    if not users:
-        lines.append("  users: none yet (a user must write to the bot first)")
-    for u in users:
-        name = u["user_id"] + (f" ({u['alias']})" if u["alias"] else "")
-        if u["context_token_age_seconds"] is None:
-            lines.append(f"  {name}: has not written yet; cannot be messaged")
-            continue
-        age = _age(u["context_token_age_seconds"])
-        if u["window_open"]:
-            window = f"{u['window_messages_left']} messages, {_age(u['window_seconds_left'])} left"
-        else:
-            window = f"closed ({u['window_reason']})"
-        lines.append(f"  {name}: context token {age} old; reply window {window}")
-    if item["held_messages"]:
-        lines.append(f"  {item['held_messages']} messages held until the user writes")
-    if item["dead_inbox"]:
-        lines.append(f"  {item['dead_inbox']} inbound messages failed their handler")
-    return lines
 
 
 # ---------------------------------------------------------------------------- logout

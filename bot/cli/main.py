@@ -9,8 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ilinkbot.ilink import __version__
-from ilinkbot.ilink.log import configure_logging, get_logger
+from ilinkbot.ilink._version import __version__
 
 from ..config import LOG_LEVELS
 from ..exitcodes import Exit
@@ -25,7 +24,7 @@ __all__ = ["build_parser", "main"]
 _COMMAND_MODULES = {
     "sandbox": "ilinkbot.bot.cli.sandbox_cmd",
     "login": "ilinkbot.bot.cli.login_cmd",
-    "status": "ilinkbot.bot.cli.login_cmd",
+    "status": "ilinkbot.bot.cli.status_cmd",
     "logout": "ilinkbot.bot.cli.login_cmd",
     "send": "ilinkbot.bot.cli.send_cmd",
     "outbox": "ilinkbot.bot.cli.send_cmd",
@@ -89,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return Exit.USAGE
     json_out = bool(getattr(args, "json", False))
+    # Here, not at the top: `ilinkbot --version` and `--help` need no logging.
+    from ilinkbot.ilink.log import configure_logging, get_logger
+
     app: App | None = None
     try:
         app = App.from_args(args)

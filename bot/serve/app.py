@@ -29,7 +29,7 @@ from ilinkbot.ilink.log import get_logger, register_secret
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .. import spool
@@ -37,9 +37,11 @@ from ..accounts import choose_account
 from ..config import Config
 from ..events import Events
 from ..login import LoginResult
+from ..metrics import render
 from ..outbox import Outbox, SendResult
 from ..push import CATCH_UP_SECONDS, PushRequest, catch_up, push
 from ..service import Service
+from ..status import summary
 from .accounts_api import api_routes, push_account
 from .alerts import alertmanager_notification
 from .auth import request_token, token_matches
@@ -325,6 +327,10 @@ def create_app(gateway: Gateway) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
+    async def metrics(request: Request) -> Response:
+        counts = await asyncio.to_thread(summary, gateway.svc.store)
+        return PlainTextResponse(render(counts), media_type="text/plain; version=0.0.4")
+
     async def not_found(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException):
             if exc.status_code == 404:
@@ -346,6 +352,7 @@ def create_app(gateway: Gateway) -> Starlette:
     push_methods = ["POST", "PUT"]
     routes = [
         Route("/healthz", guarded(health, auth=False), methods=["GET"]),
+        Route("/metrics", guarded(metrics), methods=["GET"]),
         Route("/", guarded(push_route), methods=["POST"]),  # ntfy's JSON publishing
         Route("/push", guarded(push_route), methods=push_methods),
         Route("/push/{alias}", guarded(push_route), methods=push_methods),
