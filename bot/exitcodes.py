@@ -12,7 +12,7 @@ class Exit(IntEnum):
     HELD = 3  # send: held, the reply window is closed; goes out when the user writes
     UNCONFIRMED = 4  # send: ret=0 without message_id, delivery not confirmed
     NO_CONTEXT = 5  # send: that user never wrote to the bot (no context token)
-    SESSION_EXPIRED = 6  # the bot token is stale: run `ilinkbot login`
+    SESSION_EXPIRED = 6  # the bot token is stale: run `ilinkbot login` (a send is kept)
     FAILED = 7  # send: refused by the server or failed after retries
     NO_ACCOUNT = 8  # no account logged in, the default one logged out, or an ambiguous choice
     LOGIN_FAILED = 9  # login: QR codes expired, verification blocked, or timed out
@@ -20,4 +20,4 @@ class Exit(IntEnum):
     # the database or $ILINKBOT_HOME is unusable: not a database, read-only, disk full,
     # PostgreSQL unreachable or missing
     STORAGE = 11
-    INTERRUPTED = 130  # Ctrl-C
+    INTERRUPTED = 130  # Ctrl-C (or SIGTERM during send)

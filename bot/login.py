@@ -159,9 +159,10 @@ def _retire_same_owner(store: Any, bot_id: str, owner: str | None, ref: str | No
     of the same owner are logged out, so context tokens are never ambiguous. So are older
     accounts bound for the same platform user (``ref``, serve's accounts API): a new login
     with the same ref is a reconnect. Unlike the official client, their history (users,
-    inbox, outbox) is kept; a store with ``hand_over`` also moves their aliases and unsent
-    rows to the new account."""
-    if not hasattr(store, "list_accounts"):
+    inbox, outbox) is kept, and what they had not sent yet (including pushes that met -14)
+    moves to the new account, held until each user writes to it, with their aliases
+    (``Store.hand_over``, one transaction)."""
+    if not hasattr(store, "hand_over"):
         return
     older = [
         acc.bot_id
@@ -170,13 +171,11 @@ def _retire_same_owner(store: Any, bot_id: str, owner: str | None, ref: str | No
         and acc.state != "logged_out"
         and ((owner and acc.owner_user_id == owner) or (ref and getattr(acc, "ref", None) == ref))
     ]
-    if hasattr(store, "hand_over"):
-        store.hand_over(bot_id, older)
-    else:
-        for old in older:
-            store.logout(old)
+    held = store.hand_over(bot_id, older)
     for old in older:
         _log.info("older_account_logged_out", bot_id=old, replaced_by=bot_id)
+    if held:
+        _log.info("kept_messages_held", bot_id=bot_id, count=held)
 
 
 async def _notify(on_event: EventHandler | None, event: LoginEvent) -> None:

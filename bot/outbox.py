@@ -4,12 +4,14 @@ A row keeps its ``client_id`` from creation through every retry (whether the ser
 repeated one is unknown; delivery is at-least-once either way). A row that cannot go out
 because the reply window is closed (predicted, or answered ``ret=-2``) is *held*, never
 dropped and never reported as delivered; when that user writes again, held rows go out
-first, in order.
+first, in order. A row that met ``-14`` (stale bot token) is kept as *session_expired*; the
+owner's next login hands it to the new account as held (``Store.hand_over``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +29,7 @@ from ilinkbot.ilink.log import get_logger
 
 from .errors import NoContextError
 from .events import Events
+from .metrics import METRICS
 from .service import Service
 from .textsplit import split_text
 from .waiting import backoff, pause
@@ -51,6 +54,10 @@ SUBMIT_WAIT_SECONDS = 30.0
 # Overall state of a multi-message send: the worst one wins.
 _SEVERITY = ["delivered", "unconfirmed", "held", "pending", "failed", "session_expired"]
 _OUTCOME_OF_STATE = {"sent": "delivered", "sending": "pending", "dead": "failed"}
+_EXPIRED_REASON = (
+    "the bot session expired (-14): kept in the outbox; after `ilinkbot login` it goes out "
+    "when the user writes again"
+)
 
 
 @dataclass(frozen=True)
@@ -221,6 +228,41 @@ class Outbox:
         result = [mine.get(r.id) or await self.outcome(r.id) for r in rows]
         return SendResult.combine(result)
 
+    async def keep(
+        self,
+        account: Any,
+        user_id: str,
+        payloads: Sequence[dict[str, Any]],
+        *,
+        client_ids: Sequence[str] | None = None,
+    ) -> SendResult:
+        """The account's session is known to be expired: store ``payloads`` for ``user_id``
+        as ``session_expired`` without sending (the next login takes them over)."""
+        store = self.store
+
+        def check_peer() -> None:
+            peer = store.get_peer(account.bot_id, user_id)
+            if peer is None or not peer.context_token:
+                raise NoContextError(user_id)
+
+        await self.svc.read(check_peer)
+        kept = await self.svc.call(
+            store.enqueue,
+            account.bot_id,
+            user_id,
+            list(payloads),
+            client_ids=client_ids,
+            state="session_expired",
+        )
+        return SendResult.combine(
+            [
+                MessageOutcome(
+                    r.id, r.user_id, r.client_id, "session_expired", reason=_EXPIRED_REASON
+                )
+                for r in kept
+            ]
+        )
+
     async def drain(
         self,
         account: Any,
@@ -237,14 +279,22 @@ class Outbox:
         """
         peers = peers if peers is not None else {}
         sent: list[tuple[int, str | None]] = []
+        inflight: set[int] = set()
         try:
-            return await self._drain(account, user_id, claimed, peers, sent)
+            return await self._drain(account, user_id, claimed, peers, sent, inflight)
         finally:
-            # Delivered rows are marked together, once per pass: a crash before this line
-            # re-sends them after their lease with the same client_id (at-least-once: whether
-            # the server drops a repeated client_id is unknown).
-            if sent:
-                await self.svc.write(self.store.mark_sent_many, sent)
+            try:
+                # Delivered rows are marked together, once per pass: a crash before this
+                # line re-sends them after their lease with the same client_id
+                # (at-least-once: whether the server drops a repeated client_id is unknown).
+                if sent:
+                    await self.svc.write(self.store.mark_sent_many, sent)
+            finally:
+                # Interrupted (Ctrl-C, SIGTERM, an error): claims not finished go back to
+                # pending now, so the next sender need not wait out their lease. Done
+                # in place: a cancelled task must not wait for a thread.
+                for outbox_id in sorted(inflight):
+                    self.store.unclaim(outbox_id)
 
     async def _drain(
         self,
@@ -253,7 +303,9 @@ class Outbox:
         claimed: Sequence[Any] | None,
         peers: dict[str, Any],
         sent: list[tuple[int, str | None]],
+        inflight: set[int],
     ) -> list[MessageOutcome]:
+        """``inflight``: ids claimed in this pass and not yet settled (see :meth:`drain`)."""
         outcomes: list[MessageOutcome] = []
         held_users: set[str] = set()
         waiting_users: set[str] = set()
@@ -271,15 +323,18 @@ class Outbox:
                 )
                 if not rows:
                     return outcomes
+            inflight.update(r.id for r in rows)
             more = claimed is None and len(rows) >= limit
             for i, row in enumerate(rows):
                 if row.id in seen or row.user_id in waiting_users:
                     await self.svc.call(self.store.unclaim, row.id)
+                    inflight.discard(row.id)
                     continue
                 seen.add(row.id)
                 if row.user_id in held_users:
                     reason = "queued behind a held message to the same user"
                     await self.svc.call(self.store.mark_held, row.id, reason)
+                    inflight.discard(row.id)
                     outcomes.append(
                         MessageOutcome(row.id, row.user_id, row.client_id, "held", reason=reason)
                     )
@@ -287,19 +342,17 @@ class Outbox:
                 try:
                     outcome = await self._deliver(account, row, peers, sent)
                 except SessionExpired:
-                    await self._session_expired(account, rows[i:])
+                    left = [r for r in rows[i:] if r.id not in seen or r.id == row.id]
+                    await self._session_expired(account, left)
+                    inflight.difference_update(r.id for r in left)
                     outcomes.extend(
                         MessageOutcome(
-                            r.id,
-                            r.user_id,
-                            r.client_id,
-                            "session_expired",
-                            reason="the bot session expired: run `ilinkbot login`",
+                            r.id, r.user_id, r.client_id, "session_expired", reason=_EXPIRED_REASON
                         )
-                        for r in rows[i:]
-                        if r.id not in seen or r.id == row.id
+                        for r in left
                     )
                     return outcomes
+                inflight.discard(row.id)
                 outcomes.append(outcome)
                 if outcome.state == "held":
                     held_users.add(row.user_id)
@@ -370,6 +423,8 @@ class Outbox:
                 max_attempts=self.config.send_max_attempts,
             )
             return done("failed", reason=str(exc))
+        except SessionExpired:
+            raise  # -14 on getuploadurl: the whole pass stops, as on sendmessage
         except IlinkError as exc:
             return await self._failed(row, exc, done)
 
@@ -382,8 +437,10 @@ class Outbox:
         )
         last: IlinkError | None = None
         for attempt in range(1, TRIES_PER_PASS + 1):
+            started = time.perf_counter()
             try:
                 ack = await client.send_message(msg)
+                METRICS.observe_send(time.perf_counter() - started)
             except ReplyWindowClosed as exc:
                 reason = f"server refused: ret={exc.ret} {exc.errmsg or ''}".strip()
                 await self.svc.call(self.store.mark_held, row.id, reason)
@@ -455,10 +512,9 @@ class Outbox:
             hint="run `ilinkbot login`; the messages stay in the outbox",
         )
         await self.svc.call(self.store.set_account_state, account.bot_id, "expired")
-        for r in rows:
-            await self.svc.call(
-                self.store.mark_failed, r.id, "session expired", retryable=True, max_attempts=10**6
-            )
+        await self.svc.call(
+            self.store.mark_session_expired, [r.id for r in rows], "session expired (-14)"
+        )
 
     async def _merge_into_digest(self, account: Any, user_id: str, rows: Sequence[Any]) -> None:
         texts = [(r.payload or {}).get("item", {}).get("text_item", {}).get("text") for r in rows]

@@ -15,8 +15,10 @@ import httpx
 from ilinkbot.ilink import IlinkError, SessionExpired
 from ilinkbot.ilink.log import get_logger
 
-from .accounts import choose_account, resolve_recipient
+from .accounts import choose_account, find_account, resolve_recipient
 from .config import Config, load_config
+from .errors import AccountError, BotError, NoContextError
+from .exitcodes import Exit
 from .inbound import absorb_batch
 from .outbox import MessageOutcome, Outbox, SendResult, media_payload, text_payloads
 from .service import Service
@@ -122,20 +124,50 @@ async def push(
     store = svc.store
     payloads = request.payloads(svc.config.chunk_size)  # validate before any network call
 
+    wanted: list[str | None] = list(recipients) or [None]
+    stale: list[AccountError] = []  # why the expired account was not simply chosen
+
     def targets() -> tuple[Any, list[str]]:
         # The account, then each recipient's user id (reads only).
-        acc = choose_account(store, account, for_users=recipients or None)
-        wanted: list[str | None] = list(recipients) or [None]
-        return acc, [resolve_recipient(store, acc, t) for t in wanted]
+        try:
+            acc = choose_account(store, account, for_users=recipients or None)
+        except AccountError as exc:
+            acc = (
+                _expired_account(store, account) if exc.exit_code == Exit.SESSION_EXPIRED else None
+            )
+            if acc is None:
+                raise
+            stale.append(exc)
+        try:
+            return acc, [resolve_recipient(store, acc, t) for t in wanted]
+        except BotError:
+            if stale:
+                raise stale[0] from None
+            raise
 
     acc, users = await svc.read(targets)
     outbox = outbox or Outbox(svc)
-    if catch_up_seconds > 0:
+    expired = acc.state == "expired"
+    if catch_up_seconds > 0 and not expired:
         try:
             await catch_up(outbox, acc, seconds=catch_up_seconds)
         except SessionExpired:
             await svc.call(store.set_account_state, acc.bot_id, "expired")
+            _log.error("session_expired", account=acc.bot_id, hint="run `ilinkbot login`")
+            expired = True
+    if expired:
+        # Nothing can go out on this token, but the push is kept for the owner's next
+        # login (as a send that met -14 is); the result says session_expired (exit 6).
+        kept: list[MessageOutcome] = []
+        try:
+            for user in users:
+                ids = next_ids(len(payloads)) if next_ids else None
+                kept += (await outbox.keep(acc, user, payloads, client_ids=ids)).messages
+        except NoContextError:
+            if stale:  # it could not be kept: the account error says what to do
+                raise stale[0] from None
             raise
+        return SendResult.combine(kept)
     if acc.last_used_at is None or datetime.now(UTC) - acc.last_used_at > TOUCH_EVERY:
         await svc.call(store.touch_account, acc.bot_id)
     outcomes: list[MessageOutcome] = []
@@ -144,6 +176,19 @@ async def push(
         result = await outbox.submit(acc, user, payloads, client_ids=ids)
         outcomes += result.messages
     return SendResult.combine(outcomes)
+
+
+def _expired_account(store: Any, wanted: str | None) -> Any | None:
+    """The account a push means when it is known to be expired: the one named, else the
+    default account, else (none is active) the only expired one, so a cron push is kept
+    for the bot it always used.
+    None when that is ambiguous: the caller's error stands."""
+    wanted = wanted or store.default_account()
+    if wanted:
+        acc = find_account(store, wanted)
+        return acc if acc is not None and acc.state == "expired" else None
+    expired = [a for a in store.list_accounts() if a.state == "expired"]
+    return expired[0] if len(expired) == 1 else None
 
 
 def send_to_wechat(
@@ -165,11 +210,12 @@ def send_to_wechat(
     The result's ``state`` is ``delivered`` only when the server confirmed with a
     message id; ``held`` means the user's reply window is closed and the message will
     go out when they next write; ``unconfirmed`` means the server accepted it without
-    proof of delivery. Raises :class:`bot.errors.BotError` subclasses for a missing
+    proof of delivery; ``session_expired`` means the bot token is stale (``-14``): the
+    message is kept and goes out, after the owner logs in again, when the user writes.
+    Raises :class:`bot.errors.BotError` subclasses for a missing, expired or ambiguous
     account or an unknown recipient (``AccountError`` when several accounts are logged in
-    and neither ``account`` nor a default account says which), and
-    :class:`ilink.SessionExpired` for a stale login. Text that is not valid UTF-8 (lone
-    surrogates) is sent with U+FFFD in their place, and a warning is logged.
+    and neither ``account`` nor a default account says which). Text that is not valid
+    UTF-8 (lone surrogates) is sent with U+FFFD in their place, and a warning is logged.
     """
     request = PushRequest(text, title=title, image=image, file=file, video=video, caption=caption)
     cfg = config or load_config()

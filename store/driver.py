@@ -218,6 +218,11 @@ class Cursor:
         self._cur.execute(self._lane.sql(statement), tuple(params))
         return tuple(self._cur.fetchone())
 
+    def rows(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Every row of ``statement`` as raw driver tuples (no type decoding)."""
+        self._cur.execute(self._lane.sql(statement), tuple(params))
+        return [tuple(r) for r in self._cur.fetchall()]
+
     def scalar(self, statement: str, params: Sequence[Any] = ()) -> Any:
         self._cur.execute(self._lane.sql(statement), tuple(params))
         row = self._cur.fetchone()

@@ -26,13 +26,13 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, func, insert, inspect, select, text
 
 from .log import get_logger
-from .models import metadata, schema_table, settings, workers
+from .models import OutboxState, metadata, outbox, schema_table, settings, workers
 
 __all__ = ["SCHEMA_VERSION", "STEPS", "SchemaTooNewError", "Step", "current_version", "migrate"]
 
 log = get_logger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # PostgreSQL advisory-lock key (two int4): "il" / migrations.
 _PG_LOCK_NAMESPACE = 0x696C
@@ -49,6 +49,32 @@ class Step:
     upgrade: Callable[[Connection], object]
 
 
+def _outbox_v4(conn: Connection) -> None:
+    """outbox: the ``session_expired`` state and the ``claimed_by`` column."""
+    states = ", ".join(f"'{s.value}'" for s in OutboxState)
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE outbox ADD COLUMN claimed_by VARCHAR(255)"))
+        conn.execute(text("ALTER TABLE outbox DROP CONSTRAINT ck_outbox_state"))
+        conn.execute(
+            text(f"ALTER TABLE outbox ADD CONSTRAINT ck_outbox_state CHECK (state IN ({states}))")
+        )
+        return
+    # SQLite cannot change a CHECK constraint: build the new table, copy, swap. Nothing
+    # references outbox, so foreign keys stay on; ids are kept (order is by id).
+    for (name,) in conn.execute(
+        text(
+            "SELECT name FROM sqlite_master "
+            "WHERE type = 'index' AND tbl_name = 'outbox' AND sql IS NOT NULL"
+        )
+    ).all():
+        conn.execute(text(f'DROP INDEX "{name}"'))
+    conn.execute(text("ALTER TABLE outbox RENAME TO outbox_before"))
+    outbox.create(conn)
+    cols = ", ".join(c.name for c in outbox.columns if c.name != "claimed_by")
+    conn.execute(text(f"INSERT INTO outbox ({cols}) SELECT {cols} FROM outbox_before"))
+    conn.execute(text("DROP TABLE outbox_before"))
+
+
 def _accounts_ref(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE accounts ADD COLUMN ref VARCHAR(255)"))
     conn.execute(text("CREATE INDEX ix_accounts_ref ON accounts (ref)"))
@@ -58,7 +84,8 @@ def _accounts_ref(conn: Connection) -> None:
 STEPS: dict[int, Step] = {
     2: Step("settings table (the default account)", lambda c: settings.create(c)),
     3: Step("workers table (several processes share the accounts)", lambda c: workers.create(c)),
-    4: Step("accounts.ref (the platform's user id, serve's accounts API)", _accounts_ref),
+    4: Step("outbox: the session_expired state and claimed_by", _outbox_v4),
+    5: Step("accounts.ref (the platform's user id, serve's accounts API)", _accounts_ref),
 }
 
 

@@ -68,6 +68,9 @@ class OutboxState(StrEnum):
     UNCONFIRMED = "unconfirmed"  # ret=0 without message_id: accepted, delivery unknown
     FAILED = "failed"  # gave up (permanent error or attempts exhausted)
     DEAD = "dead"  # dropped by an operator; kept for history
+    # the server answered -14 (stale bot token): kept until the owner logs in again, then
+    # moved to the new account as ``held``
+    SESSION_EXPIRED = "session_expired"
 
 
 def require_aware(value: datetime, name: str) -> datetime:
@@ -236,6 +239,8 @@ outbox = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime, nullable=True),
+    # who holds the claim while ``sending``: "<host>/<pid>" (a dead holder is taken over)
+    Column("claimed_by", String(255), nullable=True),
     UniqueConstraint("bot_id", "client_id"),
     CheckConstraint(f"state IN ({_states(OutboxState)})", name="state"),
     Index(None, "bot_id", "state", "id"),
@@ -397,6 +402,7 @@ class OutboxRow:
     updated_at: datetime
     sent_at: datetime | None
     claimed_until: datetime | None
+    claimed_by: str | None = None  # "<host>/<pid>" of the sender, meaningful while sending
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from .errors import (
     UnknownAccountError,
     one_line,
 )
+from .holders import holder_gone, this_holder
 from .log import get_logger
 from .models import (
     Account,
@@ -102,7 +103,20 @@ def _ts(value: datetime) -> BindParameter[datetime]:
 
 
 _REOPENABLE = frozenset(
-    {OutboxState.FAILED, OutboxState.HELD, OutboxState.UNCONFIRMED, OutboxState.DEAD}
+    {
+        OutboxState.FAILED,
+        OutboxState.HELD,
+        OutboxState.UNCONFIRMED,
+        OutboxState.DEAD,
+        OutboxState.SESSION_EXPIRED,
+    }
+)
+#: Not sent yet: what a new login of the same owner takes over (see ``hand_over``).
+_UNSENT = (
+    OutboxState.PENDING,
+    OutboxState.SENDING,
+    OutboxState.HELD,
+    OutboxState.SESSION_EXPIRED,
 )
 
 
@@ -357,6 +371,103 @@ class Store:
                 (ref,),
             )
         return [_account(r) for r in rows]
+
+    def hand_over(self, new_bot_id: str, old_bot_ids: Sequence[str]) -> int:
+        """A new login of the same owner replaces ``old_bot_ids``, in one transaction.
+
+        Each old account is logged out (its history stays readable); its aliases move to
+        ``new_bot_id`` (unless the new account already uses the alias or names that user),
+        as does the default-account setting when it named one of them,
+        and its unsent rows (pending, sending, held, session_expired) move too, as ``held``:
+        context tokens belong to the bot that received them, so each row waits until its
+        user writes to the new bot, then goes out in order. The new account's own
+        ``session_expired`` rows (the server gave back the same bot id) become ``held`` the
+        same way. A row whose client_id the new account already has stays where it is.
+        Returns the number of rows made ``held``.
+        """
+        now = self._now()
+        reason = "kept across a new login: goes out when the user writes to the bot"
+        old_ids = [b for b in dict.fromkeys(old_bot_ids) if b != new_bot_id]
+        with self._write() as conn:
+            self._require_account(conn, new_bot_id)
+            moved = 0
+            for old in old_ids:
+                conn.execute(
+                    update(accounts)
+                    .where(accounts.c.bot_id == old)
+                    .values(
+                        token=None,
+                        token_saved_at=None,
+                        state=AccountState.LOGGED_OUT.value,
+                        updated_at=now,
+                    )
+                )
+                self._move_aliases(conn, old, new_bot_id)
+                clash = outbox.alias("clash")
+                moved += conn.execute(
+                    update(outbox)
+                    .where(
+                        outbox.c.bot_id == old,
+                        outbox.c.state.in_([s.value for s in _UNSENT]),
+                        ~exists().where(
+                            clash.c.bot_id == new_bot_id, clash.c.client_id == outbox.c.client_id
+                        ),
+                    )
+                    .values(
+                        bot_id=new_bot_id,
+                        state=OutboxState.HELD.value,
+                        last_error=reason,
+                        claimed_until=None,
+                        claimed_by=None,
+                        updated_at=now,
+                    )
+                ).rowcount
+            if old_ids:  # a default that named a replaced account follows the owner
+                conn.execute(
+                    update(settings)
+                    .where(settings.c.key == _DEFAULT_ACCOUNT_KEY, settings.c.value.in_(old_ids))
+                    .values(value=new_bot_id, updated_at=now)
+                )
+            moved += conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.bot_id == new_bot_id,
+                    outbox.c.state == OutboxState.SESSION_EXPIRED.value,
+                )
+                .values(state=OutboxState.HELD.value, last_error=reason, updated_at=now)
+            ).rowcount
+        log.info("account_handed_over", bot_id=new_bot_id, replaced=old_ids, held=moved)
+        return moved
+
+    def _move_aliases(self, conn: Connection, old: str, new: str) -> None:
+        named = conn.execute(
+            select(peers.c.user_id, peers.c.alias).where(
+                peers.c.bot_id == old, peers.c.alias.is_not(None)
+            )
+        ).all()
+        for user_id, alias in named:
+            taken = conn.execute(
+                select(peers.c.user_id).where(
+                    peers.c.bot_id == new,
+                    (peers.c.alias == alias)
+                    | ((peers.c.user_id == user_id) & peers.c.alias.is_not(None)),
+                )
+            ).first()
+            if taken is not None:
+                continue  # the new account's own naming wins
+            stmt = self._insert(peers).values(
+                bot_id=new, user_id=user_id, alias=alias, sent_since_inbound=0
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[peers.c.bot_id, peers.c.user_id],
+                set_={"alias": stmt.excluded.alias},
+            )
+            conn.execute(stmt)
+            conn.execute(
+                update(peers)
+                .where(peers.c.bot_id == old, peers.c.user_id == user_id)
+                .values(alias=None)
+            )
 
     def touch_account(self, bot_id: str) -> None:
         with self._write() as conn:
@@ -699,7 +810,8 @@ class Store:
 
         ``client_id`` is fixed here (generated unless given). Enqueuing a ``client_id`` that
         already exists for the account returns the existing row untouched, so a handler re-run
-        after a crash does not send twice. ``state`` is ``pending`` or ``held``.
+        after a crash does not send twice. ``state`` is ``pending``, ``held`` or
+        ``session_expired`` (the account's token is stale: kept for the next login).
         """
         rows, _ = self._enqueue(
             bot_id,
@@ -760,7 +872,7 @@ class Store:
         if client_ids is not None and len(set(client_ids)) != len(client_ids):
             raise ValueError("client_ids must be distinct")
         state = OutboxState(state)
-        if state not in (OutboxState.PENDING, OutboxState.HELD):
+        if state not in (OutboxState.PENDING, OutboxState.HELD, OutboxState.SESSION_EXPIRED):
             raise ValueError(f"cannot enqueue in state {state.value!r}")
         if not user_id:
             raise ValueError("user_id must be non-empty")
@@ -789,6 +901,8 @@ class Store:
             )
             if not known:
                 raise UnknownAccountError(f"unknown account {bot_id!r}")
+            if claiming and waiting:
+                self._take_over_dead_claims(cur.rows, cur.execute, bot_id, now, user_id)
             claimed_until = None
             if claiming and not waiting:
                 assert claim_lease_seconds is not None
@@ -796,6 +910,7 @@ class Store:
             new_state = OutboxState.SENDING if claimed_until else state
             attempts = 1 if claimed_until else 0
             until = self._lane.ts(claimed_until)
+            holder = this_holder() if claimed_until else None
             for seq, payload in enumerate(payloads):
                 given = client_ids[seq] if client_ids is not None else None
                 payload_json = dump_json(payload)
@@ -803,8 +918,8 @@ class Store:
                     client_id = given or new_client_id()
                     new_id = cur.scalar(
                         "INSERT INTO outbox (bot_id, user_id, client_id, payload, state, "
-                        "attempts, claimed_until, seq, group_key, created_at, updated_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "attempts, claimed_until, claimed_by, seq, group_key, created_at, "
+                        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (bot_id, client_id) DO NOTHING RETURNING id",
                         (
                             bot_id,
@@ -814,6 +929,7 @@ class Store:
                             new_state.value,
                             attempts,
                             until,
+                            holder,
                             seq,
                             group,
                             stamp,
@@ -839,6 +955,7 @@ class Store:
                                 updated_at=now,
                                 sent_at=None,
                                 claimed_until=claimed_until,
+                                claimed_by=holder,
                             )
                         )
                         inserted.add(int(new_id))
@@ -878,7 +995,8 @@ class Store:
         Without ``ids``, a user with a row in flight (sending, lease alive) is skipped, so two
         senders never interleave one user's messages; with ``ids``, exactly those rows are
         claimed if claimable and ``limit`` is ignored. No row is ever handed to two claimers:
-        ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the write lock on SQLite.
+        ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the write lock on SQLite. A claim whose
+        holder process is gone on this host is taken over at once (see :mod:`store.holders`).
         """
         now = self._now()
         until = now + timedelta(seconds=lease_seconds)
@@ -918,6 +1036,14 @@ class Store:
                 conn.exec_driver_sql(
                     self._lane.sql(_PG_ACCOUNT_LOCK), (_PG_CLAIM_LOCK_NAMESPACE, bot_id)
                 )
+
+            def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                return [tuple(r) for r in conn.exec_driver_sql(self._lane.sql(sql), tuple(params))]
+
+            def execute(sql: str, params: Sequence[Any]) -> int:
+                return int(conn.exec_driver_sql(self._lane.sql(sql), tuple(params)).rowcount)
+
+            self._take_over_dead_claims(fetch, execute, bot_id, now, user_id)
             candidates = conn.execute(query).all()
             if not candidates:
                 return []
@@ -929,6 +1055,7 @@ class Store:
                     state=OutboxState.SENDING.value,
                     attempts=outbox.c.attempts + 1,
                     claimed_until=until,
+                    claimed_by=this_holder(),
                     updated_at=now,
                 )
             )
@@ -937,6 +1064,40 @@ class Store:
         if expired:
             log.warning("outbox_lease_expired_reclaimed", bot_id=bot_id, outbox_ids=expired)
         return rows
+
+    def _take_over_dead_claims(
+        self,
+        rows: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]],
+        execute: Callable[[str, Sequence[Any]], int],
+        bot_id: str,
+        now: datetime,
+        user_id: str | None,
+    ) -> None:
+        """Live claims (``sending``) held by a process of this host that is gone go back to
+        ``pending`` inside the caller's write transaction, so they are sent again in order
+        now instead of after their lease."""
+        sql = (
+            "SELECT id, claimed_by FROM outbox WHERE bot_id = ? AND state = ? "
+            "AND claimed_until >= ? AND claimed_by IS NOT NULL"
+        )
+        params: list[Any] = [bot_id, OutboxState.SENDING.value, self._lane.ts(now)]
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            params.append(user_id)
+        gone = [int(i) for i, holder in rows(sql, params) if holder_gone(holder)]
+        for outbox_id in gone:
+            execute(
+                "UPDATE outbox SET state = ?, claimed_until = NULL, claimed_by = NULL, "
+                "updated_at = ? WHERE id = ? AND state = ?",
+                (
+                    OutboxState.PENDING.value,
+                    self._lane.ts(now),
+                    outbox_id,
+                    OutboxState.SENDING.value,
+                ),
+            )
+        if gone:
+            log.warning("outbox_claim_taken_over", bot_id=bot_id, outbox_ids=gone)
 
     def _peer_sent(self, conn: Connection, row: OutboxRow) -> None:
         conn.execute(
@@ -1067,6 +1228,26 @@ class Store:
             )
         return result
 
+    def mark_session_expired(self, ids: Sequence[int], reason: str) -> list[OutboxRow]:
+        """Claimed rows whose send met ``-14`` -> ``session_expired``, kept for the next login
+        (:meth:`hand_over`). A row no longer ``sending`` (sent meanwhile, already handed
+        over to a new login) is left as it is."""
+        if not ids:
+            return []
+        with self._write() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(list(ids)), outbox.c.state == OutboxState.SENDING.value)
+                .values(
+                    state=OutboxState.SESSION_EXPIRED.value,
+                    last_error=reason,
+                    claimed_until=None,
+                    claimed_by=None,
+                    updated_at=self._now(),
+                )
+            )
+            return self._outbox_by_ids(conn, ids)
+
     def release_held(self, bot_id: str, user_id: str) -> list[OutboxRow]:
         """``held`` -> ``pending`` for that user (call it when the user writes), in order."""
         with self._write() as conn:
@@ -1101,6 +1282,7 @@ class Store:
                     if not self._pg
                     else func.greatest(outbox.c.attempts - 1, 0),
                     claimed_until=None,
+                    claimed_by=None,
                     updated_at=self._now(),
                 )
             )
@@ -1398,4 +1580,5 @@ def _outbox_row(r: Mapping[Any, Any]) -> OutboxRow:
         updated_at=r["updated_at"],
         sent_at=r["sent_at"],
         claimed_until=r["claimed_until"],
+        claimed_by=r["claimed_by"],
     )

@@ -237,6 +237,74 @@ async def test_a_push_waits_for_another_process_write_lock_without_freezing_the_
     assert row.message_id == result.message_ids[0]
 
 
+async def _expire_after_first_push(sb: Sandbox, svc: Service) -> None:
+    sb.user_says(OWNER, "hi")
+    assert (await send(svc, "before")).state == "delivered"
+    sb.expire_session()
+
+
+async def test_minus_14_on_sendmessage_keeps_the_row_as_session_expired(
+    sb: Sandbox, svc: Service, account: object, store: Store
+) -> None:
+    await _expire_after_first_push(sb, svc)
+    result = await push(svc, PushRequest("during"), catch_up_seconds=0)
+    assert result.state == "session_expired"
+    (row,) = store.list_outbox(account.bot_id, state="session_expired")  # type: ignore[attr-defined]
+    assert row.payload["item"]["text_item"]["text"] == "during"
+    assert store.get_account(account.bot_id).state == "expired"  # type: ignore[attr-defined]
+
+
+async def test_minus_14_on_getuploadurl_is_session_expired_not_failed(
+    sb: Sandbox, svc: Service, account: object, store: Store, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    doc = Path(str(tmp_path)) / "report.pdf"
+    doc.write_bytes(b"%PDF-1.4 tiny")
+    await _expire_after_first_push(sb, svc)
+    result = await push(svc, PushRequest(file=doc), catch_up_seconds=0)
+    assert result.state == "session_expired"
+    (row,) = store.list_outbox(account.bot_id, state="session_expired")  # type: ignore[attr-defined]
+    assert row.payload["media"]["path"] == str(doc.resolve())
+    assert store.list_outbox(account.bot_id, state="failed") == []  # type: ignore[attr-defined]
+
+
+async def test_minus_14_in_catch_up_stores_the_push_then_a_new_login_delivers_it(
+    sb: Sandbox, svc: Service, account: object, store: Store
+) -> None:
+    import asyncio
+
+    import httpx
+    from ilinkbot.bot.login import run_login
+    from ilinkbot.ilink.client import IlinkClient
+
+    await _expire_after_first_push(sb, svc)
+    kept = await send(svc, "kept for later")  # the catch-up getupdates answers -14
+    assert kept.state == "session_expired" and kept.messages[0].reason
+    assert [r.state for r in store.list_outbox(account.bot_id)] == ["sent", "session_expired"]  # type: ignore[attr-defined]
+
+    async with IlinkClient(sb.api_base, http=httpx.AsyncClient(transport=sb.transport())) as qr:
+        issued = len(sb.qr_codes())
+        login = asyncio.create_task(run_login(qr, store, interval=0.0, timeout=10))
+        while len(sb.qr_codes()) == issued:
+            await asyncio.sleep(0.01)
+        sb.scan()
+        sb.confirm(user_id=OWNER)
+        new = await asyncio.wait_for(login, 10)
+    assert new.bot_id != account.bot_id  # type: ignore[attr-defined]
+    # the old account keeps its history; the kept row waits, held, on the new one
+    assert [r.state for r in store.list_outbox(account.bot_id)] == ["sent"]  # type: ignore[attr-defined]
+    (held,) = store.list_outbox(new.bot_id)
+    assert held.state == "held" and held.client_id == kept.client_ids[0]
+
+    sb.user_says(OWNER, "back", bot_id=new.bot_id)
+    after = await send(svc, "after")  # its catch-up sees the owner and releases first
+    assert after.state == "delivered"
+    texts = [(d["bot_id"], d["text"]) for d in sb.delivered(OWNER)]
+    assert texts[-2:] == [(new.bot_id, "kept for later"), (new.bot_id, "after")]
+    assert sb.violations() == []
+
+
 def test_send_to_wechat_replaces_a_lone_surrogate_and_sends(
     sb: Sandbox, config: Config, account: object, store: Store
 ) -> None:

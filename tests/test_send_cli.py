@@ -97,6 +97,39 @@ def test_usage_errors_and_unknown_recipient(setup: Any) -> None:
     assert sb.delivered() == []
 
 
+def cli_login(sb: Sandbox, env: dict[str, str], owner: str = OWNER) -> str:
+    """``ilinkbot login`` as a user runs it; the phone confirms. Returns the new bot id."""
+    issued = len(sb.qr_codes())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ilinkbot.bot.cli", "--json", "login"],
+        env={**env, "ILINKBOT_QR_POLL_INTERVAL": "0.05"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        wait_until(lambda: len(sb.qr_codes()) > issued, 30, "a QR code")
+        confirmed = sb.confirm(user_id=owner)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["status"] == "confirmed"
+    bot_id: str = confirmed["bot_id"]
+    return bot_id
+
+
+def outbox_rows(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
+    r = cli(env, "outbox", "--json", *args)
+    assert r.returncode == 0, r.stderr
+    rows: list[dict[str, Any]] = json.loads(r.stdout)["rows"]
+    return rows
+
+
 def test_a_title_does_not_swallow_the_piped_body(setup: Any) -> None:
     sb, _srv, _home, _account, env = setup
     sb.user_says(OWNER, "hi")
@@ -143,16 +176,105 @@ def test_text_that_is_not_utf8_goes_out_with_replacement_characters(setup: Any) 
 def test_session_expired_keeps_the_message(setup: Any) -> None:
     sb, _srv, home, account, env = setup
     sb.user_says(OWNER, "hi")
+    assert cli(env, "users", "alias", "boss", OWNER).returncode == 0
     assert cli(env, "send", "first").returncode == 0
     sb.expire_session()
-    r = cli(env, "send", "--json", "second")
+    r = cli(env, "send", "--json", "--to", "boss", "second")  # the cron job meets -14
     assert r.returncode == 6, r.stderr
-    assert "ilinkbot login" in r.stderr
+    out = json.loads(r.stdout)
+    assert out["state"] == "session_expired" and out["exit_code"] == 6
+    assert "ilinkbot login" in out["messages"][0]["reason"]
+    # the next cron run, with the account now known to be expired: kept too, no network
+    r = cli(env, "send", "--json", "third")
+    assert r.returncode == 6, r.stderr
+    assert json.loads(r.stdout)["state"] == "session_expired"
+    # kept, and visible
+    rows = outbox_rows(env, "--state", "session_expired")
+    assert [(row["preview"], row["account"]) for row in rows] == [
+        ("second", account.bot_id),
+        ("third", account.bot_id),
+    ]
     store = Store.open(None, home=home)
     try:
         assert store.get_account(account.bot_id).state == "expired"
     finally:
         store.close()
+
+    # The owner logs in again: the kept message waits on the new bot, held, with the alias.
+    new_bot = cli_login(sb, env)
+    assert new_bot != account.bot_id
+    rows = outbox_rows(env)
+    assert [(row["preview"], row["state"], row["account"]) for row in rows] == [
+        ("first", "sent", account.bot_id),
+        ("second", "held", new_bot),
+        ("third", "held", new_bot),
+    ]
+    assert sb.delivered(OWNER)[-1]["text"] == "first"
+    # the owner writes to the new bot; the next send delivers the kept one first, in order
+    sb.user_says(OWNER, "back", bot_id=new_bot)
+    r = cli(env, "send", "--json", "--to", "boss", "fourth")
+    assert r.returncode == 0, r.stderr
+    got = [(d["bot_id"], d["text"]) for d in sb.delivered(OWNER)]
+    assert got == [
+        (account.bot_id, "first"),
+        (new_bot, "second"),
+        (new_bot, "third"),
+        (new_bot, "fourth"),
+    ]
+    assert sb.violations() == []
+
+
+@pytest.mark.parametrize(
+    "how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"]
+)
+def test_an_interrupted_send_does_not_hold_up_the_next_one(setup: Any, how: int) -> None:
+    sb, _srv, home, account, env = setup
+    write_config(home, send_lease_seconds=60)  # the default lease: nothing waits it out
+    sb.user_says(OWNER, "hi")
+    assert cli(env, "send", "warm up").returncode == 0
+    sb.queue_faults("sendmessage", ["delay:20"])  # the next send hangs on the server
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ilinkbot.bot.cli", "send", "slow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    store = Store.open(None, home=home)
+    try:
+
+        def slow_row() -> Any:
+            rows = [
+                r
+                for r in store.list_outbox(account.bot_id)
+                if r.payload["item"]["text_item"]["text"] == "slow"
+            ]
+            return rows[0] if rows else None
+
+        wait_until(lambda: (row := slow_row()) is not None and row.state == "sending", 30, "claim")
+        time.sleep(0.3)  # the request is on its way
+        proc.send_signal(how)
+        _out, err = proc.communicate(timeout=30)
+        if how == signal.SIGKILL:
+            assert slow_row().state == "sending"  # left claimed: its holder is gone
+        else:
+            assert proc.returncode == 130, err
+            assert "interrupted" in err
+            assert slow_row().state == "pending"  # released before exiting
+        started = time.monotonic()
+        r = cli(env, "send", "--json", "next")  # the next cron run
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        store.close()
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["state"] == "delivered"
+    assert took < 15  # no wait for the 60 s lease (was ~33 s, then exit 7)
+    texts = [d["text"] for d in sb.delivered(OWNER)]
+    assert texts == ["warm up", "slow", "next"]
 
 
 def test_outbox_retry_and_drop(setup: Any) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
 from typing import Any
 
@@ -30,7 +32,8 @@ _STATE_WORDS = {
     "unconfirmed": "unconfirmed: the server accepted it without a message id",
     "pending": "not sent yet (will be retried by the next send/run or `ilinkbot outbox retry`)",
     "failed": "failed",
-    "session_expired": "not sent: the bot session expired; run `ilinkbot login`",
+    "session_expired": "not sent: the bot session expired; kept in the outbox, it goes out "
+    "after `ilinkbot login` when the user writes",
 }
 
 
@@ -69,7 +72,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     o.add_argument(
         "--state",
-        help="only rows in this state (pending, sending, sent, held, unconfirmed, failed, dead)",
+        help="only rows in this state (pending, sending, sent, held, unconfirmed, failed, "
+        "dead, session_expired)",
     )
     o.add_argument("--account", metavar="ID")
     o.add_argument("--limit", type=int, default=50)
@@ -123,6 +127,7 @@ def run_send(app: App) -> int:
                 app.fail(f"no such file: {path}", Exit.NOT_FOUND)
 
     async def go() -> SendResult:
+        _cancel_on_sigterm()
         svc = Service(app.config, store=app.store)
         try:
             outbox = Outbox(svc)
@@ -132,7 +137,10 @@ def run_send(app: App) -> int:
         finally:
             await svc.aclose()
 
-    result = asyncio.run(go())
+    try:
+        result = asyncio.run(go())
+    except asyncio.CancelledError:  # SIGTERM: reported like Ctrl-C
+        raise KeyboardInterrupt from None
     lines = [
         f"#{m.outbox_id} to {m.user_id}: {_STATE_WORDS.get(m.state, m.state)}"
         + (f" (message_id {m.message_id})" if m.message_id else "")
@@ -142,6 +150,17 @@ def run_send(app: App) -> int:
     code = exit_code_for(result)
     app.emit({**result.to_dict(), "exit_code": int(code)}, "\n".join(lines))
     return int(code)
+
+
+def _cancel_on_sigterm() -> None:
+    """SIGTERM stops a send as Ctrl-C does (asyncio.run cancels the task on SIGINT): the
+    cancelled push releases its outbox claims before the process exits."""
+    task = asyncio.current_task()
+    if task is None or not hasattr(signal, "SIGTERM"):
+        return
+    # No signal handlers on Windows' loop, nor outside the main thread: Ctrl-C only.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
 
 
 def _progress_bar() -> Any:

@@ -28,7 +28,6 @@ from ilinkbot.bot.config import Config
 from ilinkbot.bot.push import PushRequest, push
 from ilinkbot.bot.runner import Runner
 from ilinkbot.bot.service import Service
-from ilinkbot.ilink import SessionExpired
 from ilinkbot.ilink.log import configure_logging, get_logger
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
@@ -165,8 +164,8 @@ def test_no_secret_in_any_log_line_or_output(
         async def expired_push() -> None:
             svc = Service(config, store=store)
             try:
-                with pytest.raises(SessionExpired):
-                    await push(svc, PushRequest("after expiry"), catch_up_seconds=1)
+                result = await push(svc, PushRequest("after expiry"), catch_up_seconds=1)
+                assert result.state == "session_expired"  # kept for the next login
             finally:
                 await svc.aclose()
 

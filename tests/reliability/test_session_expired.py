@@ -1,5 +1,6 @@
 """``-14`` in the middle of a run: the run stops cleanly with the session-expired exit
-code, nothing is lost or reported delivered; after a new login the run resumes."""
+code, nothing is lost or reported delivered; after a new login the run resumes and the
+reply that met -14 goes out on the new bot once its user writes."""
 
 from __future__ import annotations
 
@@ -65,12 +66,14 @@ async def test_minus_14_mid_run_then_new_login_and_the_run_resumes(
         for r in store.list_outbox(old.bot_id)
         if r.payload["item"]["text_item"]["text"] == "echo: expire now"
     ]
-    assert row.state == "pending" and "session expired" in (row.last_error or "")
+    assert row.state == "session_expired" and "session expired" in (row.last_error or "")
     assert store.unhandled(old.bot_id) == [] and store.dead_inbox(old.bot_id) == []
 
     # a new QR login; then the run starts again and handles what users write now
     new = await sandbox_login(sb, store, owner=OWNER)
+    store.hand_over(new.bot_id, [old.bot_id])  # what `ilinkbot login` does for the same owner
     assert store.get_account(new.bot_id).state == "active"
+    assert store.get_outbox(row.id).state == "held"
     runner = Runner(make_bot(config, sb, store), install_signals=False)
     with no_real_waiting():
         task = asyncio.create_task(runner.serve())
@@ -78,14 +81,16 @@ async def test_minus_14_mid_run_then_new_login_and_the_run_resumes(
             for i in range(3):
                 sb.user_says(OWNER, f"b{i}", bot_id=new.bot_id)
                 sb.user_says(FRIEND, f"g{i}", bot_id=new.bot_id)
-            await until(lambda: len(sb.delivered()) == 16, "6 more echoes")
+            await until(lambda: len(sb.delivered()) == 17, "the kept reply and 6 more echoes")
             await asyncio.sleep(0.3)  # nothing more must come
         finally:
             runner.request_stop()
             assert await asyncio.wait_for(task, 15) == Exit.OK
     after = [(d["bot_id"], d["text"]) for d in sb.delivered()][10:]
     assert sorted(after) == sorted(
-        [(new.bot_id, f"echo: {t}") for t in ("b0", "b1", "b2", "g0", "g1", "g2")]
+        [(new.bot_id, f"echo: {t}") for t in ("expire now", "b0", "b1", "b2", "g0", "g1", "g2")]
     )
+    owner_texts = [d["text"] for d in sb.delivered(OWNER)][5:]
+    assert owner_texts[0] == "echo: expire now"  # released first, before the new replies
     assert store.unhandled(new.bot_id) == []
     assert sb.violations() == []

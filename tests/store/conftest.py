@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pytest
 from ilinkbot.store import Store
+from sqlalchemy import Connection, text
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)]
@@ -140,3 +141,26 @@ def bot(store: Store) -> str:
         BOT, token="tok-1", base_url="https://ilinkai.weixin.qq.com", owner_user_id=USER
     )
     return BOT
+
+
+def outbox_before_version_4(conn: Connection) -> None:
+    """Give a fresh database's outbox the shape versions 1-3 created (no ``claimed_by``,
+    no ``session_expired`` state), for upgrade tests."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE outbox DROP COLUMN claimed_by"))
+        conn.execute(text("ALTER TABLE outbox DROP CONSTRAINT ck_outbox_state"))
+        conn.execute(
+            text(
+                "ALTER TABLE outbox ADD CONSTRAINT ck_outbox_state CHECK (state IN "
+                "('pending', 'sending', 'sent', 'held', 'unconfirmed', 'failed', 'dead'))"
+            )
+        )
+        return
+    sql = conn.execute(
+        text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'outbox'")
+    ).scalar_one()
+    old = sql.replace("\tclaimed_by VARCHAR(255), \n", "").replace(", 'session_expired'", "")
+    assert old != sql and "claimed_by" not in old
+    conn.execute(text("DROP TABLE outbox"))
+    conn.execute(text(old))
+    conn.execute(text("CREATE INDEX ix_outbox_bot_id_state_id ON outbox (bot_id, state, id)"))

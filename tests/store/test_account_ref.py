@@ -31,14 +31,14 @@ def test_ref_is_kept_found_and_cleared(db_url: str) -> None:
         assert [a.bot_id for a in store.accounts_by_ref("user-42")] == [OTHER]
 
 
-def test_a_version_3_database_gains_the_ref_column(db_url: str) -> None:
+def test_a_version_4_database_gains_the_ref_column(db_url: str) -> None:
     with Store.open(db_url) as store:
         store.save_account(BOT, token="t1", base_url=None, owner_user_id=None)
-        with store.engine.begin() as conn:  # back to what version 3 created
+        with store.engine.begin() as conn:  # back to what version 4 created
             conn.execute(text("DROP INDEX ix_accounts_ref"))
             conn.execute(text("ALTER TABLE accounts DROP COLUMN ref"))
-            conn.execute(text("UPDATE ilinkbot_schema SET version = 3"))
-        assert store.schema_version == 3
+            conn.execute(text("UPDATE ilinkbot_schema SET version = 4"))
+        assert store.schema_version == 4
     with Store.open(db_url) as store:
         assert store.schema_version == SCHEMA_VERSION
         indexes = {i["name"] for i in inspect(store.engine).get_indexes("accounts")}

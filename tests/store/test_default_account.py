@@ -6,7 +6,7 @@ import pytest
 from ilinkbot.store import SCHEMA_VERSION, Store, UnknownAccountError
 from sqlalchemy import inspect, text
 
-from .conftest import BOT
+from .conftest import BOT, outbox_before_version_4
 
 OTHER = "c0ffee000001@im.bot"
 
@@ -33,9 +33,10 @@ def test_a_version_1_database_gains_the_settings_and_workers_tables(db_url: str)
     with Store.open(db_url) as store:
         store.save_account(BOT, token="t1", base_url=None, owner_user_id=None)
         with store.engine.begin() as conn:  # back to what version 1 created
+            outbox_before_version_4(conn)
             conn.execute(text("DROP TABLE settings"))
             conn.execute(text("DROP TABLE workers"))
-            conn.execute(text("DROP INDEX ix_accounts_ref"))  # version 4
+            conn.execute(text("DROP INDEX ix_accounts_ref"))  # version 5
             conn.execute(text("ALTER TABLE accounts DROP COLUMN ref"))
             conn.execute(text("UPDATE ilinkbot_schema SET version = 1"))
         assert store.schema_version == 1

@@ -9,7 +9,7 @@ from ilinkbot.store import SCHEMA_VERSION, SchemaTooNewError, Store, migrations
 from ilinkbot.store.migrations import Step
 from sqlalchemy import Connection, inspect, text
 
-from .conftest import BOT
+from .conftest import BOT, outbox_before_version_4
 
 
 @pytest.fixture
@@ -81,3 +81,30 @@ def test_failed_step_leaves_the_old_version(db_url: str, restore_steps: None) ->
 def test_missing_step_is_an_error(db_url: str, restore_steps: None) -> None:
     with Store.open(db_url) as store, pytest.raises(RuntimeError, match="no migration step"):
         migrations.migrate(store.engine, target=SCHEMA_VERSION + 1)
+
+
+def test_version_3_outbox_gains_session_expired_and_claimed_by(db_url: str) -> None:
+    with Store.open(db_url) as store:
+        store.save_account(BOT, token="t", base_url=None, owner_user_id=None)
+        with store.engine.begin() as conn:
+            outbox_before_version_4(conn)
+            conn.execute(text("DROP INDEX ix_accounts_ref"))  # version 5
+            conn.execute(text("ALTER TABLE accounts DROP COLUMN ref"))
+            conn.execute(text("UPDATE ilinkbot_schema SET version = 3"))  # stamped fresh: one row
+        with store.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO outbox (bot_id, user_id, client_id, payload, state, attempts, "
+                    "seq, created_at, updated_at) VALUES (:b, 'u@im.wechat', 'c1', '{}', "
+                    "'held', 0, 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                ),
+                {"b": BOT},
+            )
+        assert store.schema_version == 3
+    with Store.open(db_url) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        (row,) = store.list_outbox(BOT)
+        assert row.client_id == "c1" and row.state == "held" and row.claimed_by is None
+        kept = store.enqueue(BOT, "u@im.wechat", [{"n": 1}], state="session_expired")
+        assert kept[0].id > row.id and store.list_outbox(BOT, state="session_expired") == kept
+        assert "claimed_by" in {c["name"] for c in inspect(store.engine).get_columns("outbox")}
