@@ -512,9 +512,11 @@ class Outbox:
             hint="run `ilinkbot login`; the messages stay in the outbox",
         )
         await self.svc.call(self.store.set_account_state, account.bot_id, "expired")
-        await self.svc.call(
-            self.store.mark_session_expired, [r.id for r in rows], "session expired (-14)"
-        )
+        reason = "session expired (-14)"
+        await self.svc.call(self.store.mark_session_expired, [r.id for r in rows], reason)
+        for r in rows:
+            outcome = MessageOutcome(r.id, r.user_id, r.client_id, "session_expired", None, reason)
+            self.events.delivery_changed(account, outcome)
 
     async def _merge_into_digest(self, account: Any, user_id: str, rows: Sequence[Any]) -> None:
         texts = [(r.payload or {}).get("item", {}).get("text_item", {}).get("text") for r in rows]

@@ -20,6 +20,9 @@ import httpx
 import pytest
 import uvicorn
 from ilinkbot.bot.config import Config
+from ilinkbot.bot.events import Events
+from ilinkbot.bot.outbox import Outbox
+from ilinkbot.bot.push import PushRequest, push
 from ilinkbot.bot.runner import Runner
 from ilinkbot.bot.serve.webhooks import SIGNATURE_HEADER, Webhooks, load_secret
 from ilinkbot.ilink.sandbox import Sandbox
@@ -251,3 +254,26 @@ async def test_an_observer_that_raises_is_logged_and_the_loop_goes_on(
         assert await task == 0
     assert len(seen) == 2  # the next observer still heard of both
     assert [d["text"] for d in sb.delivered(OWNER)] == ["echo one", "echo two"]
+
+
+async def test_a_send_that_meets_minus_14_reports_session_expired(
+    svc: Any, sb: Sandbox, account: Any, receiver: Receiver
+) -> None:
+    events = Events()
+    outbox = Outbox(svc, events=events)
+    hooks = Webhooks(receiver.url, SECRET)
+    hooks.attach(events)
+    hooks.start()
+    try:
+        sb.user_says(OWNER, "hi")
+        assert (await push(svc, PushRequest("before"), outbox=outbox)).state == "delivered"
+        sb.expire_session()
+        result = await push(svc, PushRequest("during"), catch_up_seconds=0, outbox=outbox)
+        assert result.state == "session_expired"
+        await hooks.join()
+    finally:
+        await hooks.aclose()
+    before, event = receiver.events("delivery.changed")
+    assert before["state"] == "delivered"
+    assert event["state"] == "session_expired" and event["id"] == result.messages[0].outbox_id
+    assert "-14" in event["reason"]
