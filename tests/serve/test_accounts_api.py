@@ -134,6 +134,26 @@ async def test_a_new_login_with_the_same_ref_reconnects(
     assert sb.delivered()[-1]["bot_id"] == new["account"]
 
 
+async def test_a_reconnect_by_ref_moves_aliases_and_unsent_pushes(
+    client: httpx.AsyncClient, sb: Sandbox, store: Store
+) -> None:
+    old = await log_in(client, sb, "user-42", ALICE)
+    sb.user_says(ALICE, "hi", bot_id=old["account"])
+    r = await client.post("/push?ref=user-42", content=b"sent before", headers=AUTH)
+    assert r.status_code == 200, r.text
+    store.set_alias(old["account"], ALICE, "alice")
+    (unsent,) = store.enqueue(
+        old["account"], ALICE, [{"item": {"type": 1, "text_item": {"text": "kept"}}}]
+    )
+
+    new = await log_in(client, sb, "user-42", BOB)  # another WeChat, the same platform user
+    assert store.resolve_alias(new["account"], "alice") == ALICE
+    moved = store.get_outbox(unsent.id)
+    assert moved is not None and moved.bot_id == new["account"] and moved.state == "held"
+    # the history stays with the old account
+    assert [row.state for row in store.list_outbox(old["account"])] == ["sent"]
+
+
 async def test_disconnect_logs_the_account_out_and_its_pushes_say_so(
     client: httpx.AsyncClient, sb: Sandbox, store: Store
 ) -> None:
