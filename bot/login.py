@@ -159,21 +159,22 @@ EventHandler = Callable[[LoginEvent], Awaitable[None] | None]
 VerifyCodeReader = Callable[[bool], Awaitable[str | None]]
 
 
-def _retire_same_owner(store: Any, bot_id: str, owner: str | None) -> None:
+def _retire_same_owner(store: Any, bot_id: str, owner: str | None, ref: str | None = None) -> None:
     """One WeChat user maps to one bot (as the official client does, §2.5): older accounts
-    of the same owner are logged out, so context tokens are never ambiguous. Unlike the
-    official client, their history (users, inbox, outbox) is kept, and what they had not
-    sent yet (including pushes that met -14) moves to the new account, held until each
-    user writes to it, with their aliases (``Store.hand_over``, one transaction)."""
+    of the same owner are logged out, so context tokens are never ambiguous. So are older
+    accounts bound for the same platform user (``ref``, serve's accounts API): a new login
+    with the same ref is a reconnect. Unlike the official client, their history (users,
+    inbox, outbox) is kept, and what they had not sent yet (including pushes that met -14)
+    moves to the new account, held until each user writes to it, with their aliases
+    (``Store.hand_over``, one transaction)."""
     if not hasattr(store, "hand_over"):
         return
     older = [
         acc.bot_id
         for acc in store.list_accounts()
-        if owner
-        and acc.bot_id != bot_id
-        and acc.owner_user_id == owner
+        if acc.bot_id != bot_id
         and acc.state != "logged_out"
+        and ((owner and acc.owner_user_id == owner) or (ref and getattr(acc, "ref", None) == ref))
     ]
     held = store.hand_over(bot_id, older)
     for old in older:
@@ -182,10 +183,12 @@ def _retire_same_owner(store: Any, bot_id: str, owner: str | None) -> None:
         _log.info("kept_messages_held", bot_id=bot_id, count=held)
 
 
-def finish_login(store: LoginStore | None, status: QrStatus, ticket: QrTicket) -> LoginResult:
+def finish_login(
+    store: LoginStore | None, status: QrStatus, ticket: QrTicket, *, ref: str | None = None
+) -> LoginResult:
     """Store the credentials of a ``confirmed`` status (connect, or reconnect when this
-    owner was bound before) and retire the owner's older accounts. Every way of logging
-    in ends here, so they all behave alike."""
+    owner, or this platform user ``ref``, was bound before) and retire the older accounts.
+    Every way of logging in ends here, so they all behave alike."""
     if not status.ilink_bot_id or not status.bot_token:
         raise LoginFailed(
             "bad_answer", "login confirmed but the server sent no bot id or token", ticket
@@ -195,14 +198,19 @@ def finish_login(store: LoginStore | None, status: QrStatus, ticket: QrTicket) -
         owner = status.ilink_user_id
         listing = getattr(store, "list_accounts", None)
         known = listing() if owner and listing is not None else []
-        reconnected = any(acc.owner_user_id == owner for acc in known)
+        reconnected = any(
+            acc.owner_user_id == owner or (ref and getattr(acc, "ref", None) == ref)
+            for acc in known
+        )
         store.save_account(
             status.ilink_bot_id,
             token=status.bot_token,
             base_url=status.baseurl,
             owner_user_id=owner,
         )
-        _retire_same_owner(store, status.ilink_bot_id, owner)
+        if ref and hasattr(store, "set_account_ref"):
+            store.set_account_ref(status.ilink_bot_id, ref)
+        _retire_same_owner(store, status.ilink_bot_id, owner, ref)
     _log.info("login_confirmed", bot_id=status.ilink_bot_id, reconnected=reconnected)
     return LoginResult(
         status="confirmed",
@@ -282,6 +290,7 @@ async def run_login(
     interval: float | None = None,
     resume: QrTicket | None = None,
     local_tokens: list[str] | None = None,
+    ref: str | None = None,
 ) -> LoginResult:
     """Run one QR login to its end.
 
@@ -291,7 +300,9 @@ async def run_login(
     ``read_verify_code(retry)`` returns the number shown on the phone, or None to give up.
     ``timeout`` bounds the whole login in seconds (at least 1 s). ``resume`` continues
     polling an already issued code instead of fetching a new one (its ``number`` counts
-    towards ``max_qr``). Raises :class:`LoginFailed`.
+    towards ``max_qr``). ``ref`` (a platform's own user id) is kept with the new account, and
+    older accounts with the same ref are replaced like those of the same owner.
+    Raises :class:`LoginFailed`.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(float(timeout), 1.0)
@@ -342,7 +353,7 @@ async def run_login(
         _log.debug("qr_status", status=kind, number=ticket.number)
 
         if kind == "confirmed":
-            result = finish_login(store, status, ticket)
+            result = finish_login(store, status, ticket, ref=ref)
             await _notify(on_event, LoginEvent("confirmed", ticket, status.ilink_bot_id))
             return result
         if kind == "binded_redirect":

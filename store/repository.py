@@ -349,6 +349,29 @@ class Store:
                 raise UnknownAccountError(f"unknown account {bot_id!r}")
         log.info("account_logged_out", bot_id=bot_id)
 
+    def set_account_ref(self, bot_id: str, ref: str | None) -> None:
+        """Keep the platform's own user id (``ref``) with an account (None clears it)."""
+        with self._write() as conn:
+            result = conn.execute(
+                update(accounts)
+                .where(accounts.c.bot_id == bot_id)
+                .values(ref=ref or None, updated_at=self._now())
+            )
+            if result.rowcount == 0:
+                raise UnknownAccountError(f"unknown account {bot_id!r}")
+        log.info("account_ref_set", bot_id=bot_id)
+
+    def accounts_by_ref(self, ref: str) -> list[Account]:
+        """The accounts kept with ``ref``, most recently used first (any state)."""
+        with self._lane.read() as cur:
+            rows = cur.all(
+                accounts,
+                f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE ref = ? "
+                "ORDER BY last_used_at DESC, bot_id",
+                (ref,),
+            )
+        return [_account(r) for r in rows]
+
     def hand_over(self, new_bot_id: str, old_bot_ids: Sequence[str]) -> int:
         """A new login of the same owner replaces ``old_bot_ids``, in one transaction.
 
@@ -1534,6 +1557,7 @@ def _account(r: Mapping[Any, Any]) -> Account:
         updated_at=r["updated_at"],
         last_used_at=r["last_used_at"],
         token_saved_at=r["token_saved_at"],
+        ref=r["ref"],
     )
 
 
