@@ -42,6 +42,10 @@ class Config:
     chunk_size: int = 2000
     held_digest: bool = False
     send_max_attempts: int = 5
+    #: A push to many users keeps this many sends in flight (one user's messages in order).
+    send_concurrency: int = 16
+    #: ... and sends at most this many messages a second from one account (see bot/pacing.py).
+    fanout_per_second: int = 5
     handler_max_attempts: int = 5
     media_max_bytes: int = 100 * 1024 * 1024
     login_timeout_seconds: int = 480

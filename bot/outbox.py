@@ -28,6 +28,7 @@ from ilinkbot.ilink import (
 from ilinkbot.ilink.log import get_logger
 
 from .errors import NoContextError
+from .events import Events
 from .metrics import METRICS
 from .service import Service
 from .textsplit import split_text
@@ -145,8 +146,10 @@ def media_payload(
 class Outbox:
     """Stores and delivers messages for the accounts of one :class:`Service`."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, *, events: Events | None = None) -> None:
         self.svc = service
+        #: Told of every row's new state (``serve --webhook``).
+        self.events = events or Events()
         self.store = service.store
         self.config = service.config
         #: Called with (bytes_done, total) during uploads (CLI progress bar).
@@ -391,7 +394,9 @@ class Outbox:
                 message_id=message_id,
                 reason=reason,
             )
-            return MessageOutcome(row.id, row.user_id, row.client_id, state, message_id, reason)
+            outcome = MessageOutcome(row.id, row.user_id, row.client_id, state, message_id, reason)
+            self.events.delivery_changed(account, outcome)
+            return outcome
 
         # The peer is read once per pass and counted locally after each send (the store
         # counts too, in mark_sent); a user who wrote meanwhile only widens the window.
@@ -507,9 +512,11 @@ class Outbox:
             hint="run `ilinkbot login`; the messages stay in the outbox",
         )
         await self.svc.call(self.store.set_account_state, account.bot_id, "expired")
-        await self.svc.call(
-            self.store.mark_session_expired, [r.id for r in rows], "session expired (-14)"
-        )
+        reason = "session expired (-14)"
+        await self.svc.call(self.store.mark_session_expired, [r.id for r in rows], reason)
+        for r in rows:
+            outcome = MessageOutcome(r.id, r.user_id, r.client_id, "session_expired", None, reason)
+            self.events.delivery_changed(account, outcome)
 
     async def _merge_into_digest(self, account: Any, user_id: str, rows: Sequence[Any]) -> None:
         texts = [(r.payload or {}).get("item", {}).get("text_item", {}).get("text") for r in rows]

@@ -188,6 +188,7 @@ class Poller:
                     continue
                 if batch.cursor:
                     cursor = batch.cursor
+                self.runtime.events.messages_stored(account, rows)
                 await self._release_held(rows)
                 for row in rows:
                     self.dispatcher.dispatch(account, row)

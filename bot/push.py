@@ -170,12 +170,53 @@ async def push(
         return SendResult.combine(kept)
     if acc.last_used_at is None or datetime.now(UTC) - acc.last_used_at > TOUCH_EVERY:
         await svc.call(store.touch_account, acc.bot_id)
-    outcomes: list[MessageOutcome] = []
-    for user in users:
+    if len(users) == 1:
         ids = next_ids(len(payloads)) if next_ids else None
-        result = await outbox.submit(acc, user, payloads, client_ids=ids)
-        outcomes += result.messages
-    return SendResult.combine(outcomes)
+        return await outbox.submit(acc, users[0], payloads, client_ids=ids)
+    return await _fan_out(svc, outbox, acc, users, payloads, next_ids)
+
+
+async def _fan_out(
+    svc: Service,
+    outbox: Outbox,
+    account: Any,
+    users: list[str],
+    payloads: list[dict[str, Any]],
+    next_ids: Callable[[int], list[str]] | None,
+) -> SendResult:
+    """One push to many users: up to ``send_concurrency`` users at a time, each user's
+    messages in order, paced by ``fanout_per_second`` for the account."""
+
+    def every_user_can_be_messaged() -> None:
+        # All or nothing: a recipient who never wrote fails the push before anyone gets it.
+        for user in dict.fromkeys(users):
+            peer = svc.store.get_peer(account.bot_id, user)
+            if peer is None or not peer.context_token:
+                raise NoContextError(user)
+
+    await svc.read(every_user_can_be_messaged)
+    slots = asyncio.Semaphore(svc.config.send_concurrency)
+    pacer = svc.pacer(account.bot_id)
+    # ids are taken up front, in the users' order, so that they do not depend on timing
+    ids = [next_ids(len(payloads)) if next_ids else None for _ in users]
+
+    async def one(user: str, client_ids: list[str] | None) -> list[MessageOutcome]:
+        async with slots:
+            await pacer.take(len(payloads))
+            return (await outbox.submit(account, user, payloads, client_ids=client_ids)).messages
+
+    # A user named twice gets the push twice, one after the other.
+    by_user: dict[str, list[int]] = {}
+    for i, user in enumerate(users):
+        by_user.setdefault(user, []).append(i)
+    results: list[list[MessageOutcome]] = [[] for _ in users]
+
+    async def user_in_order(user: str, positions: list[int]) -> None:
+        for i in positions:
+            results[i] = await one(user, ids[i])
+
+    await asyncio.gather(*(user_in_order(u, p) for u, p in by_user.items()))
+    return SendResult.combine([o for outcome in results for o in outcome])
 
 
 def _expired_account(store: Any, wanted: str | None) -> Any | None:

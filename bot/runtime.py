@@ -22,6 +22,7 @@ from ilinkbot.store import Store
 
 from . import spool
 from .config import Config
+from .events import Events
 from .outbox import Outbox, SendResult
 from .push import PushRequest, push
 from .scheduler import Clock
@@ -49,7 +50,9 @@ class Runtime:
     ) -> None:
         self.config = config
         self.service = Service(config, store=store, transport=transport)
-        self.outbox = Outbox(self.service)
+        #: Observers of what is received and delivered (``serve --webhook``).
+        self.events = Events()
+        self.outbox = Outbox(self.service, events=self.events)
         #: True while a receive loop polls: pushes then skip their catch-up long-poll.
         self.polling = False
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -15,6 +15,7 @@ from ilinkbot.ilink.pools import http_client
 from ilinkbot.store import Store, StoreBusy
 
 from .config import Config
+from .pacing import Pacer
 
 __all__ = ["Service"]
 
@@ -39,7 +40,15 @@ class Service:
         )
         self.http = http_client(transport)
         self._clients: dict[str, IlinkClient] = {}
+        self._pacers: dict[str, Pacer] = {}
         self._sqlite = self.store.dialect == "sqlite"
+
+    def pacer(self, bot_id: str) -> Pacer:
+        """The fan-out pace of one account (``fanout_per_second``), shared by this process."""
+        pacer = self._pacers.get(bot_id)
+        if pacer is None:
+            pacer = self._pacers[bot_id] = Pacer(self.config.fanout_per_second)
+        return pacer
 
     def client(self, account: Any) -> IlinkClient:
         """An :class:`IlinkClient` for a stored account (cached; re-made if the token changed)."""

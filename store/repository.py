@@ -349,6 +349,29 @@ class Store:
                 raise UnknownAccountError(f"unknown account {bot_id!r}")
         log.info("account_logged_out", bot_id=bot_id)
 
+    def set_account_ref(self, bot_id: str, ref: str | None) -> None:
+        """Keep the platform's own user id (``ref``) with an account (None clears it)."""
+        with self._write() as conn:
+            result = conn.execute(
+                update(accounts)
+                .where(accounts.c.bot_id == bot_id)
+                .values(ref=ref or None, updated_at=self._now())
+            )
+            if result.rowcount == 0:
+                raise UnknownAccountError(f"unknown account {bot_id!r}")
+        log.info("account_ref_set", bot_id=bot_id)
+
+    def accounts_by_ref(self, ref: str) -> list[Account]:
+        """The accounts kept with ``ref``, most recently used first (any state)."""
+        with self._lane.read() as cur:
+            rows = cur.all(
+                accounts,
+                f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE ref = ? "
+                "ORDER BY last_used_at DESC, bot_id",
+                (ref,),
+            )
+        return [_account(r) for r in rows]
+
     def hand_over(self, new_bot_id: str, old_bot_ids: Sequence[str]) -> int:
         """A new login of the same owner replaces ``old_bot_ids``, in one transaction.
 
@@ -720,6 +743,34 @@ class Store:
                 .order_by(inbox.c.id)
             ).mappings()
             return [_inbox_row(r) for r in rows]
+
+    def recent_inbox(
+        self,
+        bot_id: str,
+        user_id: str | None = None,
+        *,
+        limit: int = 20,
+        after_id: int | None = None,
+    ) -> list[InboxRow]:
+        """Inbox rows of ``bot_id`` (of ``user_id`` only, when given), newest first, at
+        most ``limit``; with ``after_id`` only rows stored after that row. Handled or not:
+        reading never changes a row."""
+        query = select(inbox).where(inbox.c.bot_id == bot_id)
+        if user_id is not None:
+            query = query.where(inbox.c.user_id == user_id)
+        if after_id is not None:
+            query = query.where(inbox.c.id > after_id)
+        query = query.order_by(inbox.c.id.desc()).limit(max(0, int(limit)))
+        with self._read() as conn:
+            return [_inbox_row(r) for r in conn.execute(query).mappings()]
+
+    def last_inbox_id(self, bot_id: str) -> int:
+        """The id of the newest inbox row of ``bot_id``; 0 when there is none."""
+        with self._read() as conn:
+            value = conn.execute(
+                select(func.max(inbox.c.id)).where(inbox.c.bot_id == bot_id)
+            ).scalar_one_or_none()
+        return int(value or 0)
 
     # ------------------------------------------------------------------ peers
 
@@ -1506,6 +1557,7 @@ def _account(r: Mapping[Any, Any]) -> Account:
         updated_at=r["updated_at"],
         last_used_at=r["last_used_at"],
         token_saved_at=r["token_saved_at"],
+        ref=r["ref"],
     )
 
 

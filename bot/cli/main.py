@@ -32,6 +32,7 @@ _COMMAND_MODULES = {
     "serve": "ilinkbot.bot.cli.serve_cmd",
     "users": "ilinkbot.bot.cli.users_cmd",
     "accounts": "ilinkbot.bot.cli.accounts_cmd",
+    "mcp": "ilinkbot.bot.cli.mcp_cmd",
 }
 
 
