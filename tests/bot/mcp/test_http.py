@@ -17,7 +17,7 @@ from ilinkbot.ilink.sandbox import Sandbox
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.mcp.conftest import SERVER_ARGS, call
+from tests.bot.mcp.conftest import SERVER_ARGS, call
 from tests.processes import OWNER, ROOT, wait_until
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
 
-from tests.mcp.conftest import ToolFailed, call, stdio_session
+from tests.bot.mcp.conftest import ToolFailed, call, stdio_session
 from tests.processes import OWNER, write_config
 
 pytestmark = pytest.mark.slow
