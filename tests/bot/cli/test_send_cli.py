@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -87,25 +88,14 @@ def test_usage_errors_and_unknown_recipient(setup: Any) -> None:
 def cli_login(sb: Sandbox, env: dict[str, str], owner: str = OWNER) -> str:
     """``ilinkbot login`` as a user runs it; the phone confirms. Returns the new bot id."""
     issued = len(sb.qr_codes())
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ilinkbot.bot.cli", "--json", "login"],
-        env={**env, "ILINKBOT_QR_POLL_INTERVAL": "0.05"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
+    with ThreadPoolExecutor(1) as pool:  # in-process, beside the phone that confirms
+        login_env = {**env, "ILINKBOT_QR_POLL_INTERVAL": "0.05"}
+        running = pool.submit(run_cli, login_env, "--json", "login")
         wait_until(lambda: len(sb.qr_codes()) > issued, 30, "a QR code")
         confirmed = sb.confirm(user_id=owner)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    assert proc.returncode == 0, err
-    assert json.loads(out)["status"] == "confirmed"
+        r = running.result(timeout=60)
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["status"] == "confirmed"
     bot_id: str = confirmed["bot_id"]
     return bot_id
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ilinkbot.bot.exitcodes import Exit
 
+from tests.clirun import run_cli
 from tests.processes import ROOT
 
 CLI = [sys.executable, "-m", "ilinkbot.bot.cli"]
@@ -51,6 +52,6 @@ def test_without_the_sdk_it_prints_the_install_command(tmp_path: Path) -> None:
 
 
 def test_bad_http_address_is_a_usage_error(tmp_path: Path) -> None:
-    done = _run(*CLI, "mcp", "--http", "localhost", env=_env(tmp_path))
-    assert done.returncode == Exit.USAGE
+    done = run_cli(_env(tmp_path), "mcp", "--http", "localhost")
+    assert done.code == Exit.USAGE
     assert "expected HOST:PORT" in done.stderr and "Traceback" not in done.stderr

@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import stat
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ilinkbot import Bot, filters
+from tests.clirun import run_cli
 from tests.conftest import OWNER
 
-from ..cli.conftest import CLI
 from .conftest import AUTH
 
 SECRET = "whsec-test-0123456789"
@@ -221,11 +220,9 @@ def test_the_secret_file_is_made_0600_and_kept(tmp_path: Path) -> None:
 )
 def test_bad_webhook_flags_are_usage_errors(args: list[str], words: str, tmp_path: Path) -> None:
     env = {**os.environ, "ILINKBOT_HOME": str(tmp_path)}
-    proc = subprocess.run(
-        [*CLI, "serve", "--port", "0", *args], env=env, capture_output=True, timeout=60
-    )
-    assert proc.returncode == 2, proc.stderr
-    err = proc.stderr.decode()
+    proc = run_cli(env, "serve", "--port", "0", *args)
+    assert proc.code == 2, proc.stderr
+    err = proc.stderr
     assert words in err and "Traceback" not in err
     assert not (tmp_path / "serve-token").exists()  # refused before anything started
 
