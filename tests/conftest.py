@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.service import Service
 from ilinkbot.ilink.sandbox import Sandbox
@@ -14,6 +15,18 @@ from ilinkbot.store import Store
 from ilinkbot.testing import no_real_waiting, sandbox_login
 
 OWNER = "owner@im.wechat"
+
+
+@pytest.fixture(autouse=True)
+def _library_logging() -> Iterator[None]:
+    """Each test starts with the logging set-up the one before it found: structlog's
+    configuration is process-wide, and ``main`` or ``configure_logging`` in one test
+    would otherwise send the next test's logs to a stream that test never sees."""
+    saved = structlog.get_config() if structlog.is_configured() else None
+    yield
+    structlog.reset_defaults()
+    if saved is not None:
+        structlog.configure(**saved)
 
 
 @pytest.fixture

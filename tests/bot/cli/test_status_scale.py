@@ -4,14 +4,16 @@ number of accounts, and the full status carries the same summary."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ilinkbot.bot.cli.main import main
 from ilinkbot.store import Store
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+
+from tests.clirun import run_cli
 
 
 def fill(home: Path, accounts: int) -> None:
@@ -25,10 +27,7 @@ def fill(home: Path, accounts: int) -> None:
         store.heartbeat_worker("host:1:w", 60)
 
 
-def run_status(
-    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, *args: str
-) -> tuple[int, dict[str, Any], int]:
-    monkeypatch.setenv("ILINKBOT_HOME", str(home))
+def run_status(home: Path, *args: str) -> tuple[int, dict[str, Any], int]:
     statements = 0
 
     def count(*_: Any) -> None:
@@ -37,19 +36,17 @@ def run_status(
 
     event.listen(Engine, "before_cursor_execute", count)
     try:
-        code = main(["--json", "status", *args])
+        r = run_cli({**os.environ, "ILINKBOT_HOME": str(home)}, "--json", "status", *args)
     finally:
         event.remove(Engine, "before_cursor_execute", count)
-    return code, json.loads(capsys.readouterr().out), statements
+    return r.code, json.loads(r.stdout), statements
 
 
 @pytest.mark.parametrize("n", [10, 300])
-def test_summary_counts_with_the_same_reads_at_any_size(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, n: int
-) -> None:
+def test_summary_counts_with_the_same_reads_at_any_size(tmp_path: Path, n: int) -> None:
     home = tmp_path / f"home{n}"
     fill(home, n)
-    code, out, statements = run_status(home, monkeypatch, capsys, "--summary")
+    code, out, statements = run_status(home, "--summary")
     assert code == 0
     expired = len(range(0, n, 3))
     assert out["summary"]["accounts"] == {"active": n - expired, "expired": expired}
@@ -60,12 +57,10 @@ def test_summary_counts_with_the_same_reads_at_any_size(
     assert statements <= 12
 
 
-def test_full_status_includes_the_summary(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
-) -> None:
+def test_full_status_includes_the_summary(tmp_path: Path) -> None:
     home = tmp_path / "home"
     fill(home, 4)
-    code, out, _ = run_status(home, monkeypatch, capsys)
+    code, out, _ = run_status(home)
     assert code == 0
     assert len(out["accounts"]) == 4
     assert out["summary"]["accounts"] == {"active": 2, "expired": 2}
