@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-# Headless Chromium for the login-page test (tests/serve); skipped there when absent.
+# Headless Chromium for the login-page test (tests/bot/serve); skipped there when absent.
 # A no-op when installed; never fails the run.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   (DEBIAN_FRONTEND=noninteractive apt-get update -qq \
