@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ilinkbot.ilink.log import get_logger
 from ilinkbot.ilink.wire import account_id_candidates
 
 from .errors import AccountError, AmbiguousAccount, UnknownAccount, UnknownRecipient
 from .exitcodes import Exit
+
+_log = get_logger("ilinkbot.accounts")
 
 __all__ = ["choose_account", "find_account", "resolve_recipient"]
 
@@ -108,3 +111,10 @@ def resolve_recipient(store: Any, account: Any, to: str | None) -> str:
         f"unknown recipient {to!r}: not an alias of {account.bot_id} "
         "and not a user id (user ids look like xxx@im.wechat)"
     )
+
+
+def mark_expired(store: Any, bot_id: str) -> None:
+    """The server answered -14 for ``bot_id``: its token is stale. The one place that marks an
+    account expired, and says what to do about it."""
+    store.set_account_state(bot_id, "expired")
+    _log.error("session_expired", account=bot_id, hint="run `ilinkbot login`")

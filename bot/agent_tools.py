@@ -292,7 +292,7 @@ class AgentTools:
         try:
             await catch_up(Outbox(self.svc), acc, seconds=seconds)
         except SessionExpired:
-            await self.svc.call(self.store.set_account_state, acc.bot_id, "expired")
+            await self.svc.mark_expired(acc.bot_id)
             raise AgentError(
                 "the WeChat session expired: reconnect with wechat_login_start"
             ) from None

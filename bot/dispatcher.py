@@ -66,11 +66,13 @@ class Dispatcher:
         update was seen before (a ``message_id`` is handled once)."""
         store = self.runtime.store
         wx = update if isinstance(update, WeixinMessage) else WeixinMessage.from_dict(update)
-        rows = await asyncio.to_thread(store.record_batch, account.bot_id, [inbound_record(wx)], "")
+        rows = await self.runtime.service.call(
+            store.record_batch, account.bot_id, [inbound_record(wx)], ""
+        )
         if not rows:
             return None
         await self.handle(account, rows[0])
-        return await asyncio.to_thread(store.get_inbox, rows[0].id)
+        return await self.runtime.service.read(store.get_inbox, rows[0].id)
 
     # ---- from a poll loop ----------------------------------------------------------------------
 
@@ -124,7 +126,7 @@ class Dispatcher:
         runtime = self.runtime
         store = runtime.store
         if not row.user_id or row.user_id == MALFORMED_SENDER:
-            await asyncio.to_thread(
+            await runtime.service.call(
                 store.record_handler_failure, row.id, "malformed message: no sender", max_attempts=1
             )
             _log.warning("malformed_message_kept", account=account.bot_id, inbox_id=row.id)
@@ -141,7 +143,7 @@ class Dispatcher:
                 if handler is not None:
                     await call_flexibly(handler.func, msg, ctx)
                 await ctx.flush()  # its data writes are stored before it counts as handled
-                await asyncio.to_thread(store.mark_handled, row.id)
+                await runtime.service.call(store.mark_handled, row.id)
                 return
             except asyncio.CancelledError:
                 raise
@@ -159,7 +161,7 @@ class Dispatcher:
                         await call_flexibly(on_error, exc, msg, ctx)
                     except Exception:
                         _log.exception("error_handler_failed")
-                updated = await asyncio.to_thread(
+                updated = await runtime.service.call(
                     store.record_handler_failure,
                     row.id,
                     f"{type(exc).__name__}: {exc}",

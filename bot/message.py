@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, MutableMapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    MutableMapping,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC
@@ -62,6 +69,8 @@ class HandlerRuntime(Protocol):
     def store(self) -> Store: ...
 
     def bridge(self, coro: Coroutine[Any, Any, T]) -> Any: ...
+
+    async def store_call(self, fn: Callable[..., T], /, *args: Any) -> T: ...
 
     async def submit(
         self, account: Any, user: str, payloads: list[dict[str, Any]], client_ids: list[str]
@@ -249,8 +258,15 @@ class UserData(MutableMapping[str, Any]):
     updates the copy at once and is written in the background, in order, and the message is
     marked handled only after every such write has reached the store."""
 
-    def __init__(self, store: Store, bot_id: str, user_id: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bot_id: str,
+        user_id: str,
+        call: Callable[..., Awaitable[Any]],
+    ) -> None:
         self._store, self._bot_id, self._user = store, bot_id, user_id
+        self._call = call  # how a write runs from the event loop (the runtime decides)
         self._cache: dict[str, Any] = dict(store.get_user_data(bot_id, user_id))
         self._last_write: asyncio.Task[None] | None = None
 
@@ -298,7 +314,7 @@ class UserData(MutableMapping[str, Any]):
         async def write() -> None:
             if previous is not None:
                 await previous  # in the order the handler wrote
-            await asyncio.to_thread(fn, *args)
+            await self._call(fn, *args)
 
         self._last_write = asyncio.get_running_loop().create_task(write())
 
@@ -332,7 +348,7 @@ class Context:
         return self._data
 
     def user_data(self, user_id: str) -> UserData:
-        data = UserData(self._runtime.store, self.account.bot_id, user_id)
+        data = UserData(self._runtime.store, self.account.bot_id, user_id, self._runtime.store_call)
         self._opened.append(data)
         return data
 

@@ -506,12 +506,8 @@ class Outbox:
         return uploaded.to_item()
 
     async def _session_expired(self, account: Any, rows: Sequence[Any]) -> None:
-        _log.error(
-            "session_expired",
-            account=account.bot_id,
-            hint="run `ilinkbot login`; the messages stay in the outbox",
-        )
-        await self.svc.call(self.store.set_account_state, account.bot_id, "expired")
+        await self.svc.mark_expired(account.bot_id)
+        _log.info("kept_for_next_login", account=account.bot_id, messages=len(rows))
         reason = "session expired (-14)"
         await self.svc.call(self.store.mark_session_expired, [r.id for r in rows], reason)
         for r in rows:

@@ -152,8 +152,7 @@ async def push(
         try:
             await catch_up(outbox, acc, seconds=catch_up_seconds)
         except SessionExpired:
-            await svc.call(store.set_account_state, acc.bot_id, "expired")
-            _log.error("session_expired", account=acc.bot_id, hint="run `ilinkbot login`")
+            await svc.mark_expired(acc.bot_id)
             expired = True
     if expired:
         # Nothing can go out on this token, but the push is kept for the owner's next

@@ -79,6 +79,11 @@ class Runtime:
             return coro
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
+    async def store_call(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """A blocking store call from the loop, run as the service decides (a thread)."""
+        result: T = await self.service.call(fn, *args)
+        return result
+
     # ---- sending ----------------------------------------------------------------------------
 
     async def push(

@@ -14,6 +14,7 @@ from ilinkbot.ilink import IlinkClient
 from ilinkbot.ilink.pools import http_client
 from ilinkbot.store import Store, StoreBusy
 
+from .accounts import mark_expired
 from .config import Config
 from .pacing import Pacer
 
@@ -73,6 +74,10 @@ class Service:
             bot_agent=self.config.bot_agent,
             route_tag=self.config.route_tag,
         )
+
+    async def mark_expired(self, bot_id: str) -> None:
+        """The server answered -14 for this account (see :func:`accounts.mark_expired`)."""
+        await self.call(mark_expired, self.store, bot_id)
 
     async def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking store call off the event loop."""

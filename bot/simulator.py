@@ -102,8 +102,8 @@ async def _converse(
             out.flush()
     # Input ended: let the bot finish answering, then show the last replies.
     for _ in range(100):
-        busy = await asyncio.to_thread(store.unhandled, account.bot_id)
-        pending = await asyncio.to_thread(
+        busy = await bot.service.read(store.unhandled, account.bot_id)
+        pending = await bot.service.read(
             store.list_outbox, account.bot_id, state=["pending", "sending"]
         )
         bots = [b for b in sb.state()["bots"] if b["bot_id"] == account.bot_id]

@@ -10,7 +10,7 @@ from typing import Any
 
 from ilinkbot.ilink.errors import ApiError, IlinkError, SessionExpired
 
-from ..accounts import find_account
+from ..accounts import find_account, mark_expired
 from ..exitcodes import Exit
 from ..status import account_status, summary
 from .common import App
@@ -85,7 +85,7 @@ def cmd_status(app: App) -> int:
                 continue
             if result[0] == "expired":
                 if acc.state != "expired":
-                    store.set_account_state(acc.bot_id, "expired")
+                    mark_expired(store, acc.bot_id)
                 code = Exit.SESSION_EXPIRED
             elif result[0] == "ok" and acc.state == "expired":
                 store.set_account_state(acc.bot_id, "active")
