@@ -19,11 +19,11 @@ def test_only_the_service_sends_store_calls_to_threads() -> None:
         rel = path.relative_to(ROOT).as_posix()
         tree = ast.parse(path.read_text(), rel)
         for func in [n for n in ast.walk(tree) if isinstance(n, ast.AsyncFunctionDef)]:
-            for node in ast.walk(func):
-                if isinstance(node, ast.Attribute) and node.attr in (
-                    "to_thread",
-                    "run_in_executor",
-                ):
-                    if (rel, None) not in ALLOWED and (rel, func.name) not in ALLOWED:
-                        found.append(f"{rel}:{node.lineno} in {func.name}")
+            if (rel, None) in ALLOWED or (rel, func.name) in ALLOWED:
+                continue
+            found += [
+                f"{rel}:{node.lineno} in {func.name}"
+                for node in ast.walk(func)
+                if isinstance(node, ast.Attribute) and node.attr in THREADS
+            ]
     assert found == [], "use Service.read/write/call instead:\n" + "\n".join(found)
