@@ -6,6 +6,7 @@ from typing import Any
 
 from ilinkbot.ilink.log import get_logger
 from ilinkbot.ilink.wire import account_id_candidates
+from ilinkbot.store import Account
 
 from .errors import AccountError, AmbiguousAccount, UnknownAccount, UnknownRecipient
 from .exitcodes import Exit
@@ -24,7 +25,7 @@ def find_account(store: Any, wanted: str) -> Any | None:
     return None
 
 
-def _usable(acc: Any, what: str = "account") -> Any:
+def _usable(acc: Account, what: str = "account") -> Any:
     if acc.state == "expired":
         raise AccountError(
             f"{what} {acc.bot_id}: the session expired; run `ilinkbot login`",
@@ -96,7 +97,7 @@ def _knows(store: Any, bot_id: str, user: str) -> bool:
     return store.get_peer(bot_id, user) is not None or store.resolve_alias(bot_id, user) is not None
 
 
-def resolve_recipient(store: Any, account: Any, to: str | None) -> str:
+def resolve_recipient(store: Any, account: Account, to: str | None) -> str:
     """A user id from an alias, a user id, or ``None`` (the account's owner)."""
     if not to:
         if not account.owner_user_id:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ilinkbot.ilink import WeixinMessage
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account, InboxRow
 
 from .inbound import MALFORMED_SENDER, inbound_record
 from .message import Context, Message, ReplyIds
@@ -60,7 +61,7 @@ class Dispatcher:
 
     # ---- without a poll loop ---------------------------------------------------------------
 
-    async def feed(self, account: Any, update: WeixinMessage | dict[str, Any]) -> Any:
+    async def feed(self, account: Account, update: WeixinMessage | dict[str, Any]) -> Any:
         """Store ``update`` as a poll would (the cursor stays where it is), handle it now,
         and return its inbox row as it ends: handled, or dead-lettered. ``None`` when the
         update was seen before (a ``message_id`` is handled once)."""
@@ -76,7 +77,7 @@ class Dispatcher:
 
     # ---- from a poll loop ----------------------------------------------------------------------
 
-    def dispatch(self, account: Any, row: Any) -> None:
+    def dispatch(self, account: Account, row: InboxRow) -> None:
         """Queue ``row`` behind its user's earlier messages; returns at once."""
         if row.id in self._inflight:
             return
@@ -103,7 +104,7 @@ class Dispatcher:
             _log.warning("handlers_cancelled_at_shutdown", count=len(pending))
 
     async def _user_worker(
-        self, key: tuple[str, str], account: Any, queue: asyncio.Queue[Any]
+        self, key: tuple[str, str], account: Account, queue: asyncio.Queue[Any]
     ) -> None:
         try:
             while not queue.empty():
@@ -121,7 +122,7 @@ class Dispatcher:
 
     # ---- one message -------------------------------------------------------------------------
 
-    async def handle(self, account: Any, row: Any) -> None:
+    async def handle(self, account: Account, row: InboxRow) -> None:
         """Run the first matching handler for ``row`` until it succeeds or is dead-lettered."""
         runtime = self.runtime
         store = runtime.store
@@ -179,7 +180,7 @@ class Dispatcher:
                     return
                 await pause(backoff(attempt))
 
-    def _handling(self, account: Any, row: Any, namespace: str) -> tuple[Message, Context]:
+    def _handling(self, account: Account, row: InboxRow, namespace: str) -> tuple[Message, Context]:
         ids = ReplyIds(account.bot_id, row, namespace)
         return (
             Message(self.runtime, account, row, ids),

@@ -23,7 +23,7 @@ from ilinkbot.ilink import MessageItem, WeixinMessage
 from ilinkbot.ilink.log import get_logger
 from ilinkbot.ilink.models import MessageItemType
 from ilinkbot.ilink.wire import derived_client_id
-from ilinkbot.store import Store
+from ilinkbot.store import Account, InboxRow, Store
 
 from .config import Config
 from .outbox import SendResult, media_payload, text_payloads
@@ -73,7 +73,7 @@ class HandlerRuntime(Protocol):
     async def store_call(self, fn: Callable[..., T], /, *args: Any) -> T: ...
 
     async def submit(
-        self, account: Any, user: str, payloads: list[dict[str, Any]], client_ids: list[str]
+        self, account: Account, user: str, payloads: list[dict[str, Any]], client_ids: list[str]
     ) -> SendResult: ...
 
     async def push(
@@ -91,7 +91,7 @@ class HandlerRuntime(Protocol):
         self, wx: WeixinMessage, message_id: str, dest: str | Path | None
     ) -> Any: ...
 
-    def typing(self, account: Any, user: str) -> AbstractAsyncContextManager[None]: ...
+    def typing(self, account: Account, user: str) -> AbstractAsyncContextManager[None]: ...
 
 
 class ReplyIds:
@@ -103,7 +103,7 @@ class ReplyIds:
     the previous run: the outbox keeps one row per id and never sends a delivered row again.
     """
 
-    def __init__(self, account_id: str, inbox_row: Any, namespace: str = "handler") -> None:
+    def __init__(self, account_id: str, inbox_row: InboxRow, namespace: str = "handler") -> None:
         self._seed = f"{account_id}:{inbox_row.message_id}:{namespace}"
         created = inbox_row.created_at or inbox_row.received_at
         self._ms = int(created.astimezone(UTC).timestamp() * 1000) if created else 0
@@ -124,8 +124,8 @@ class Message:
     def __init__(
         self,
         runtime: HandlerRuntime,
-        account: Any,
-        inbox_row: Any,
+        account: Account,
+        inbox_row: InboxRow,
         ids: ReplyIds | None = None,
     ) -> None:
         self._runtime = runtime
@@ -326,7 +326,7 @@ class Context:
     def __init__(
         self,
         runtime: HandlerRuntime,
-        account: Any,
+        account: Account,
         user: str | None = None,
         ids: ReplyIds | None = None,
     ) -> None:

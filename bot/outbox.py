@@ -26,6 +26,7 @@ from ilinkbot.ilink import (
     build_send_body,
 )
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account, OutboxRow
 
 from .errors import NoContextError
 from .events import Events
@@ -159,7 +160,7 @@ class Outbox:
 
     async def submit(
         self,
-        account: Any,
+        account: Account,
         user_id: str,
         payloads: Sequence[dict[str, Any]],
         *,
@@ -230,7 +231,7 @@ class Outbox:
 
     async def keep(
         self,
-        account: Any,
+        account: Account,
         user_id: str,
         payloads: Sequence[dict[str, Any]],
         *,
@@ -265,7 +266,7 @@ class Outbox:
 
     async def drain(
         self,
-        account: Any,
+        account: Account,
         user_id: str | None = None,
         *,
         claimed: Sequence[Any] | None = None,
@@ -298,7 +299,7 @@ class Outbox:
 
     async def _drain(
         self,
-        account: Any,
+        account: Account,
         user_id: str | None,
         claimed: Sequence[Any] | None,
         peers: dict[str, Any],
@@ -362,14 +363,14 @@ class Outbox:
                 return outcomes
             rows = []
 
-    async def release(self, account: Any, user_id: str) -> list[MessageOutcome]:
+    async def release(self, account: Account, user_id: str) -> list[MessageOutcome]:
         """The user just wrote: held rows go back to pending and are delivered first, in
         order."""
         if not await self.unhold(account, user_id):
             return []
         return await self.drain(account, user_id)
 
-    async def unhold(self, account: Any, user_id: str) -> bool:
+    async def unhold(self, account: Account, user_id: str) -> bool:
         """Held rows of ``user_id`` go back to pending (merged into one digest when
         ``held_digest`` is on), ahead of anything sent after; whether there were any."""
         released = await self.svc.call(self.store.release_held, account.bot_id, user_id)
@@ -380,7 +381,11 @@ class Outbox:
     # ---- one row -----------------------------------------------------------------------
 
     async def _deliver(
-        self, account: Any, row: Any, peers: dict[str, Any], sent: list[tuple[int, str | None]]
+        self,
+        account: Account,
+        row: OutboxRow,
+        peers: dict[str, Any],
+        sent: list[tuple[int, str | None]],
     ) -> MessageOutcome:
         def done(
             state: str, message_id: str | None = None, reason: str | None = None
@@ -465,7 +470,7 @@ class Outbox:
         return await self._failed(row, last, done)
 
     async def _failed(
-        self, row: Any, exc: IlinkError, done: Callable[..., MessageOutcome]
+        self, row: OutboxRow, exc: IlinkError, done: Callable[..., MessageOutcome]
     ) -> MessageOutcome:
         retryable = _retryable(exc)
         updated = await self.svc.call(
@@ -478,7 +483,7 @@ class Outbox:
         state = getattr(updated, "state", None) or ("pending" if retryable else "failed")
         return done("pending" if state == "pending" else "failed", reason=str(exc))
 
-    async def _item(self, account: Any, client: Any, row: Any) -> dict[str, Any]:
+    async def _item(self, account: Account, client: Any, row: OutboxRow) -> dict[str, Any]:
         payload = row.payload or {}
         if "item" in payload:
             item: dict[str, Any] = payload["item"]
@@ -505,7 +510,7 @@ class Outbox:
             await self.svc.call(self.store.update_outbox_payload, row.id, new_payload)
         return uploaded.to_item()
 
-    async def _session_expired(self, account: Any, rows: Sequence[Any]) -> None:
+    async def _session_expired(self, account: Account, rows: Sequence[OutboxRow]) -> None:
         await self.svc.mark_expired(account.bot_id)
         _log.info("kept_for_next_login", account=account.bot_id, messages=len(rows))
         reason = "session expired (-14)"
@@ -514,7 +519,9 @@ class Outbox:
             outcome = MessageOutcome(r.id, r.user_id, r.client_id, "session_expired", None, reason)
             self.events.delivery_changed(account, outcome)
 
-    async def _merge_into_digest(self, account: Any, user_id: str, rows: Sequence[Any]) -> None:
+    async def _merge_into_digest(
+        self, account: Account, user_id: str, rows: Sequence[OutboxRow]
+    ) -> None:
         texts = [(r.payload or {}).get("item", {}).get("text_item", {}).get("text") for r in rows]
         if not all(isinstance(t, str) for t in texts):
             return  # media rows are never merged

@@ -20,6 +20,7 @@ from typing import Any
 
 from ilinkbot.ilink import IlinkError, SessionExpired
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account, InboxRow
 
 from .dispatcher import Dispatcher
 from .inbound import absorb_batch, writers
@@ -43,7 +44,7 @@ DRAIN_EVERY_SECONDS = 15.0
 class Poller:
     def __init__(
         self,
-        account: Any,
+        account: Account,
         runtime: Runtime,
         dispatcher: Dispatcher,
         *,
@@ -204,7 +205,7 @@ class Poller:
         for row in rows:
             self.dispatcher.dispatch(self.account, row)
 
-    async def _skip_older(self, rows: list[Any]) -> list[Any]:
+    async def _skip_older(self, rows: list[InboxRow]) -> list[Any]:
         """Mark the rows stored before this run started handled, without handlers (what
         python-telegram-bot calls ``drop_pending_updates``); return the others."""
         old = [r for r in rows if r.received_at < self.started]
@@ -222,7 +223,7 @@ class Poller:
 
     # ---- the outbox, in tasks of their own ------------------------------------------------
 
-    async def _release_held(self, rows: list[Any]) -> None:
+    async def _release_held(self, rows: list[InboxRow]) -> None:
         """Held rows of each user who wrote go back to pending now, ahead of the replies
         their messages will get; delivering them is a task of its own."""
         outbox = self.runtime.outbox

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from ilinkbot.ilink import IlinkError, SessionExpired
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account
 
 from .accounts import choose_account, find_account, resolve_recipient
 from .config import Config, load_config
@@ -85,7 +86,7 @@ class PushRequest:
         return out
 
 
-async def catch_up(outbox: Outbox, account: Any, *, seconds: float = CATCH_UP_SECONDS) -> int:
+async def catch_up(outbox: Outbox, account: Account, *, seconds: float = CATCH_UP_SECONDS) -> int:
     """One short getupdates pass when no ``ilinkbot run`` polls this account, so a push
     sees the newest context tokens. What arrives is stored (inbox, cursor, tokens) for
     a later ``run`` to handle. Returns the number of new messages."""
@@ -178,7 +179,7 @@ async def push(
 async def _fan_out(
     svc: Service,
     outbox: Outbox,
-    account: Any,
+    account: Account,
     users: list[str],
     payloads: list[dict[str, Any]],
     next_ids: Callable[[int], list[str]] | None,

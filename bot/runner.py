@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account
 
 from . import spool
 from .accounts import choose_account, find_account
@@ -132,7 +133,7 @@ class Runner:
 
     # ---- accounts that come and go --------------------------------------------------------------
 
-    def _start(self, account: Any) -> None:
+    def _start(self, account: Account) -> None:
         assert self._dispatcher is not None
         poller = Poller(
             account,

@@ -18,7 +18,7 @@ import httpx
 from ilinkbot.ilink import IlinkError
 from ilinkbot.ilink.log import get_logger
 from ilinkbot.ilink.models import TypingStatus, WeixinMessage
-from ilinkbot.store import Store
+from ilinkbot.store import Account, Store
 
 from . import spool
 from .config import Config
@@ -105,7 +105,7 @@ class Runtime:
         )
 
     async def submit(
-        self, account: Any, user: str, payloads: list[dict[str, Any]], client_ids: list[str]
+        self, account: Account, user: str, payloads: list[dict[str, Any]], client_ids: list[str]
     ) -> SendResult:
         return await self.outbox.submit(account, user, payloads, client_ids=client_ids)
 
@@ -143,7 +143,7 @@ class Runtime:
     # ---- typing -----------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def typing(self, account: Any, user: str) -> AsyncIterator[None]:
+    async def typing(self, account: Account, user: str) -> AsyncIterator[None]:
         client = self.service.client(account)
         ticket = await self._ticket(account, user)
         keepalive: asyncio.Task[None] | None = None
@@ -168,7 +168,7 @@ class Runtime:
         except IlinkError as exc:
             _log.debug("typing_failed", user=user, error=str(exc))
 
-    async def _ticket(self, account: Any, user: str) -> str:
+    async def _ticket(self, account: Account, user: str) -> str:
         async def fetch() -> str:
             peer = await self.service.read(self.store.get_peer, account.bot_id, user)
             token = peer.context_token if peer else None

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from ilinkbot.ilink import IlinkClient
 from ilinkbot.ilink.pools import http_client
-from ilinkbot.store import Store, StoreBusy
+from ilinkbot.store import Account, Store, StoreBusy
 
 from .accounts import mark_expired
 from .config import Config
@@ -51,7 +51,7 @@ class Service:
             pacer = self._pacers[bot_id] = Pacer(self.config.fanout_per_second)
         return pacer
 
-    def client(self, account: Any) -> IlinkClient:
+    def client(self, account: Account) -> IlinkClient:
         """An :class:`IlinkClient` for a stored account (cached; re-made if the token changed)."""
         cached = self._clients.get(account.bot_id)
         base = account.base_url or self.config.base_url

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ilinkbot.ilink.errors import ApiError, IlinkError, SessionExpired
+from ilinkbot.store import Account
 
 from ..accounts import find_account, mark_expired
 from ..exitcodes import Exit
@@ -37,7 +38,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.set_defaults(func=cmd_status)
 
 
-async def _check(app: App, account: Any) -> tuple[str, str | None]:
+async def _check(app: App, account: Account) -> tuple[str, str | None]:
     """One light authenticated call: ``ok``, ``expired``, ``unchecked`` or ``error``."""
     if not account.token:
         return "unchecked", "no token stored"
