@@ -12,6 +12,7 @@ from collections.abc import (
     Coroutine,
     Iterator,
     MutableMapping,
+    Sequence,
 )
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from ilinkbot.ilink.wire import derived_client_id
 from ilinkbot.store import Account, InboxRow, Store
 
 from .config import Config
-from .outbox import SendResult, media_payload, text_payloads
+from .outbox import SendResult
+from .payloads import Payload, media_payload, text_payloads
 from .push import PushRequest
 
 __all__ = ["Context", "HandlerRuntime", "Message", "Quote", "ReplyIds", "UserData"]
@@ -73,7 +75,7 @@ class HandlerRuntime(Protocol):
     async def store_call(self, fn: Callable[..., T], /, *args: Any) -> T: ...
 
     async def submit(
-        self, account: Account, user: str, payloads: list[dict[str, Any]], client_ids: list[str]
+        self, account: Account, user: str, payloads: Sequence[Payload], client_ids: list[str]
     ) -> SendResult: ...
 
     async def push(
@@ -217,7 +219,7 @@ class Message:
     def reply_video(self, video: str | Path | bytes, *, caption: str | None = None) -> Any:
         return self._bridge(self._submit_media(video, "video", caption))
 
-    async def _submit(self, payloads: list[dict[str, Any]]) -> SendResult:
+    async def _submit(self, payloads: Sequence[Payload]) -> SendResult:
         ids = self._ids.take(len(payloads))
         return await self._runtime.submit(self.account, self.user, payloads, ids)
 
@@ -229,9 +231,9 @@ class Message:
         file_name: str | None = None,
     ) -> SendResult:
         path = self._runtime.keep_media(source, file_name or f"reply.{_ext(kind)}")
-        payloads = (
-            text_payloads(caption, chunk_size=self._runtime.config.chunk_size) if caption else []
-        )
+        payloads: list[Payload] = []
+        if caption:
+            payloads += text_payloads(caption, chunk_size=self._runtime.config.chunk_size)
         payloads.append(media_payload(path, kind=kind, file_name=file_name))
         return await self._submit(payloads)
 

@@ -21,7 +21,8 @@ from .config import Config, load_config
 from .errors import AccountError, BotError, NoContextError
 from .exitcodes import Exit
 from .inbound import absorb_batch
-from .outbox import MessageOutcome, Outbox, SendResult, media_payload, text_payloads
+from .outbox import MessageOutcome, Outbox, SendResult
+from .payloads import Payload, media_payload, text_payloads
 from .service import Service
 
 __all__ = ["PushRequest", "catch_up", "push", "send_to_wechat", "utf8_text"]
@@ -74,8 +75,8 @@ class PushRequest:
         self.caption = utf8_text(caption, "caption")
         self.media = media[0] if media else None
 
-    def payloads(self, chunk_size: int, run_id: str | None = None) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def payloads(self, chunk_size: int, run_id: str | None = None) -> list[Payload]:
+        out: list[Payload] = []
         lead = self.caption if self.media else None
         if self.text or self.title or lead:
             body = "\n\n".join(x for x in (self.text, lead) if x)
@@ -181,7 +182,7 @@ async def _fan_out(
     outbox: Outbox,
     account: Account,
     users: list[str],
-    payloads: list[dict[str, Any]],
+    payloads: list[Payload],
     next_ids: Callable[[int], list[str]] | None,
 ) -> SendResult:
     """One push to many users: up to ``send_concurrency`` users at a time, each user's

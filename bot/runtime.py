@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ from . import spool
 from .config import Config
 from .events import Events
 from .outbox import Outbox, SendResult
+from .payloads import Payload
 from .push import PushRequest, push
 from .scheduler import Clock
 from .service import Service
@@ -105,7 +106,7 @@ class Runtime:
         )
 
     async def submit(
-        self, account: Account, user: str, payloads: list[dict[str, Any]], client_ids: list[str]
+        self, account: Account, user: str, payloads: Sequence[Payload], client_ids: list[str]
     ) -> SendResult:
         return await self.outbox.submit(account, user, payloads, client_ids=client_ids)
 
