@@ -36,10 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from figures import coldstart, inbound, official, send, store, upload
+from figures import coldstart, fanout, inbound, official, send, store, upload
 from harness import RESULTS, ROOT, Row
 
-FIGURES = {m.NAME: m for m in (send, inbound, upload, coldstart, store, official)}
+FIGURES = {m.NAME: m for m in (send, inbound, upload, coldstart, store, official, fanout)}
 
 
 def table(results: dict[str, Any]) -> list[Row]:
