@@ -19,6 +19,7 @@ import json
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -127,36 +128,40 @@ def _burst(sp: SandboxProc, owners: list[str], bots: list[str], text: str) -> di
 def _replies(
     sp: SandboxProc, sent: dict[str, float], text: str, timeout: float, procs: list[Any]
 ) -> dict[str, Any]:
-    """Wait for every owner's echo of ``text``; latencies from the sandbox's own clock."""
+    """Wait up to ``timeout`` for every owner's echo of ``text``; latencies from the
+    sandbox's own clock. A burst not fully answered in time is reported as such."""
     want = f"echo: {text}"
-
-    def mine() -> list[dict[str, Any]]:
-        return [d for d in sp.delivered() if d["text"] == want and d["user_id"] in sent]
-
     found: list[dict[str, Any]] = []
 
     def all_in() -> bool:
         nonlocal found
-        found = mine()
+        found = [d for d in sp.delivered() if d["text"] == want and d["user_id"] in sent]
         return len({d["user_id"] for d in found}) >= len(sent)
 
+    complete = True
     try:
         _wait(all_in, timeout, f"{len(sent)} replies '{want}'", procs)
-    except SystemExit as exc:
-        got = len({d["user_id"] for d in found})
-        raise SystemExit(f"{exc} (got {got} of {len(sent)})") from None
-    first = {}
+    except SystemExit:
+        if any(p.poll() is not None for p in procs):
+            raise
+        complete = False
+    first: dict[str, dict[str, Any]] = {}
     for d in found:
         first.setdefault(d["user_id"], d)
-    lat = [first[u]["time"] * 1000 - ms for u, ms in sent.items()]
-    last_reply = max(d["time"] for d in first.values())
+    lat = [first[u]["time"] * 1000 - ms for u, ms in sent.items() if u in first]
+    last_reply = max((d["time"] for d in first.values()), default=float("nan"))
     return {
         "messages": len(sent),
-        "last_reply_after_last_message_s": round(last_reply - max(sent.values()) / 1000, 2),
+        "replied": len(first),
+        "complete": complete,
+        "waited_up_to_s": timeout,
+        "last_reply_after_last_message_s": (
+            round(last_reply - max(sent.values()) / 1000, 2) if complete else None
+        ),
         "sending_s": round((max(sent.values()) - min(sent.values())) / 1000, 2),
-        "p50_ms": round(pct(lat, 50), 1),
-        "p99_ms": round(pct(lat, 99), 1),
-        "max_ms": round(max(lat), 1),
+        "p50_ms": round(pct(lat, 50), 1) if complete else None,
+        "p99_ms": round(pct(lat, 99), 1) if complete else None,
+        "max_ms": round(max(lat), 1) if lat else None,
     }
 
 
@@ -203,13 +208,31 @@ def _one_process(n: int, idle_s: float) -> dict[str, Any]:
         out["login_s"] = round(time.perf_counter() - started, 1)
         log = Path(tmp) / "run.log"
         proc = _start(home, sp, log)
+        launched = time.monotonic()
         try:
             ours = set(bots)
+            db = sqlite3.connect(f"file:{home / 'ilinkbot.db'}?mode=ro", uri=True)
 
-            def parked() -> bool:
-                return sum(1 for b in sp.get("bots") if b["bot_id"] in ours and b["online"]) >= n
+            def leased() -> bool:
+                sql = "SELECT count(*) FROM leases WHERE owner LIKE ?"
+                return int(db.execute(sql, (f"%:{proc.pid}:%",)).fetchone()[0]) >= n
 
-            out["startup_s"] = round(_wait(parked, 60 + n * 0.2, "every account online", [proc]), 1)
+            def online() -> int:
+                return sum(1 for b in sp.get("bots") if b["bot_id"] in ours and b["online"])
+
+            # Every account leased by the run process, then (best effort, notifystart may
+            # time out under load) seen online by the sandbox.
+            out["startup_leased_s"] = round(
+                _wait(leased, 60 + n * 0.3, "every account leased", [proc]), 1
+            )
+            db.close()
+            try:
+                _wait(lambda: online() >= n, 60, "every account online", [proc])
+            except SystemExit:
+                if proc.poll() is not None:
+                    raise
+            out["online_in_sandbox"] = online()
+            out["startup_s"] = round(time.monotonic() - launched, 1)
             time.sleep(2.0)  # the last notifystart's getupdates reach the sandbox
             c0, s0, t0 = cpu_seconds(proc.pid), cpu_seconds(sp.proc.pid), time.monotonic()
             time.sleep(idle_s)
@@ -243,7 +266,8 @@ def _one_process(n: int, idle_s: float) -> dict[str, Any]:
                 proc.wait()
     b = out["burst"]
     out["met"] = (
-        b["last_reply_after_last_message_s"] <= LAST_REPLY_S
+        b["complete"]
+        and b["last_reply_after_last_message_s"] <= LAST_REPLY_S
         and out["peak_rss_mb"] < RSS_MB
         and out["idle_cpu_pct"] < IDLE_CPU_PCT
         and out["exit_code"] == 0
@@ -364,7 +388,9 @@ def _workers(n: int, workers: int) -> dict[str, Any]:
         with psycopg.connect(libpq.split("?")[0], autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
     out["met"] = (
-        all(low <= c <= high for c in out["counts"])
+        out["burst"]["complete"]
+        and out["burst_during_takeover"]["complete"]
+        and all(low <= c <= high for c in out["counts"])
         and out["join_s"] <= JOIN_S
         and out["takeover_s"] <= LEASE + 5
         and out["replies_missing"] == 0
@@ -382,10 +408,18 @@ def measure(quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"one_process": {}}
     for n in sizes:
         print(f"  one process, {n} accounts ...", flush=True)
-        out["one_process"][str(n)] = _one_process(n, 5.0 if quick else 10.0)
+        try:
+            out["one_process"][str(n)] = _one_process(n, 5.0 if quick else 10.0)
+        except SystemExit as exc:  # one failed part must not hide the others
+            print(f"  FAILED: {exc}", flush=True)
+            out["one_process"][str(n)] = {"error": str(exc), "met": False}
     n, w = (100, 2) if quick else (1000, 4)
     print(f"  {w} workers on PostgreSQL, {n} accounts ...", flush=True)
-    out["workers"] = _workers(n, w)
+    try:
+        out["workers"] = _workers(n, w)
+    except SystemExit as exc:
+        print(f"  FAILED: {exc}", flush=True)
+        out["workers"] = {"error": str(exc), "accounts": n, "workers": w, "met": False}
     parts = [r["met"] for r in out["one_process"].values()]
     if "met" in out["workers"]:
         parts.append(out["workers"]["met"])
@@ -397,15 +431,21 @@ def measure(quick: bool) -> dict[str, Any]:
 def rows(s: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for n, r in s["one_process"].items():
+        if "error" in r:
+            rows.append((f"accounts {n}: FAILED", r["error"][:60], "", "", "NO"))
+            continue
         b = r["burst"]
         big = int(n) >= 1000  # the issue's targets are for 1,000 accounts
+        last = b["last_reply_after_last_message_s"]
         rows.append(
             (
                 f"accounts {n}: last reply after last message",
-                f"{b['last_reply_after_last_message_s']} s",
+                f"{last} s"
+                if b["complete"]
+                else f"> {b['waited_up_to_s']} s ({b['replied']}/{b['messages']} by then)",
                 "",
                 "",
-                met(b["last_reply_after_last_message_s"] <= LAST_REPLY_S) if big else "-",
+                met(b["complete"] and last <= LAST_REPLY_S) if big else "-",
             )
         )
         rows.append(
@@ -442,6 +482,9 @@ def rows(s: dict[str, Any]) -> list[Row]:
     if "skipped" in w:
         return rows
     label = f"{w['workers']} workers, {w['accounts']} accounts"
+    if "error" in w:
+        rows.append((f"{label}: FAILED", w["error"][:60], "", "", "NO"))
+        return rows
     share = w["accounts"] / w["workers"]
     rows.append(
         (
@@ -468,6 +511,18 @@ def rows(s: dict[str, Any]) -> list[Row]:
             "",
             "",
             met(w["takeover_s"] <= w["poll_lease_seconds"] + 5),
+        )
+    )
+    b = w["burst_during_takeover"]
+    rows.append(
+        (
+            f"{label}: burst during the takeover, last reply",
+            f"{b['last_reply_after_last_message_s']} s"
+            if b["complete"]
+            else f"> {b['waited_up_to_s']} s ({b['replied']}/{b['messages']})",
+            "",
+            "",
+            "-",
         )
     )
     rows.append(
