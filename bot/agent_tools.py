@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import httpx
 from ilinkbot.ilink import IlinkError, SessionExpired
+from ilinkbot.store import Account
 
 from .accounts import choose_account, find_account, resolve_recipient
 from .config import Config
@@ -269,7 +270,7 @@ class AgentTools:
         except BotError as exc:
             raise AgentError(str(exc)) from None
 
-    def _messages(self, rows: list[Any], acc: Any) -> list[dict[str, Any]]:
+    def _messages(self, rows: list[Any], acc: Account) -> list[dict[str, Any]]:
         out = []
         for row in rows:
             raw = row.raw
@@ -287,12 +288,12 @@ class AgentTools:
             )
         return out
 
-    async def _catch_up(self, acc: Any, seconds: float) -> None:
+    async def _catch_up(self, acc: Account, seconds: float) -> None:
         """A short getupdates pass unless a poller holds the account (as ``send`` does)."""
         try:
             await catch_up(Outbox(self.svc), acc, seconds=seconds)
         except SessionExpired:
-            await self.svc.call(self.store.set_account_state, acc.bot_id, "expired")
+            await self.svc.mark_expired(acc.bot_id)
             raise AgentError(
                 "the WeChat session expired: reconnect with wechat_login_start"
             ) from None

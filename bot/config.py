@@ -11,9 +11,13 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ilinkbot.cdn.domains import DEFAULT_CDN_DOMAINS
-from ilinkbot.ilink._version import DEFAULT_CHANNEL_VERSION, __version__
-from ilinkbot.ilink.defaults import DEFAULT_BASE_URL, DEFAULT_CDN_BASE_URL
+from ilinkbot.cdn import DEFAULT_CDN_DOMAINS
+from ilinkbot.ilink import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CDN_BASE_URL,
+    DEFAULT_CHANNEL_VERSION,
+    __version__,
+)
 
 __all__ = ["LOG_LEVELS", "Config", "ConfigError", "load_config"]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account
 
 __all__ = ["Events"]
 
@@ -29,12 +30,12 @@ class Events:
     received: list[Received] = field(default_factory=list)
     delivery: list[DeliveryChanged] = field(default_factory=list)
 
-    def messages_stored(self, account: Any, rows: Sequence[Any]) -> None:
+    def messages_stored(self, account: Account, rows: Sequence[Any]) -> None:
         if rows:
             for observer in self.received:
                 _call(observer, account, rows)
 
-    def delivery_changed(self, account: Any, outcome: Any) -> None:
+    def delivery_changed(self, account: Account, outcome: Any) -> None:
         for observer in self.delivery:
             _call(observer, account, outcome)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from ilinkbot.ilink import IlinkError, SessionExpired
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account, InboxRow
 
 from .dispatcher import Dispatcher
 from .inbound import absorb_batch, writers
@@ -36,14 +37,14 @@ RETRY_SECONDS = 2.0
 RETRY_AFTER_THREE_SECONDS = 30.0
 #: How often a poller without the lease tries again (at most; a third of the lease if less).
 RETRY_LEASE_SECONDS = 2.0
-#: How often a running bot drains the outbox (rows left by retries or other processes).
-DRAIN_EVERY_SECONDS = 15.0
+#: At shutdown, how long a poller waits for its notifystop (best effort): not the grace.
+NOTIFY_STOP_SECONDS = 2.0
 
 
 class Poller:
     def __init__(
         self,
-        account: Any,
+        account: Account,
         runtime: Runtime,
         dispatcher: Dispatcher,
         *,
@@ -61,6 +62,9 @@ class Poller:
         #: Set to give the account up (this worker is over its share): the lease is released
         #: and another worker takes the account.
         self.shed = asyncio.Event()
+        #: Set by the runner when this worker's lease on the account was found taken.
+        self.lost = asyncio.Event()
+        self.held_since = 0.0
         #: With ``skip_backlog``, unhandled rows stored before this are marked handled.
         self.started = started
         #: True while this process holds the lease and polls.
@@ -75,6 +79,7 @@ class Poller:
     async def run(self) -> str:
         """Poll while this process holds the lease: ``expired`` or ``stopped`` at the end."""
         store = self.runtime.store
+        svc = self.runtime.service
         bot_id = self.account.bot_id
         ttl = self.runtime.config.poll_lease_seconds
         retry = min(ttl / 3, RETRY_LEASE_SECONDS)
@@ -84,11 +89,11 @@ class Poller:
                 if not self.share.try_take(bot_id):
                     await self._sleep(retry)  # this worker polls its share already
                     continue
-                got = await asyncio.to_thread(store.acquire_lease, bot_id, self.owner, ttl)
+                got = await svc.call(store.acquire_lease, bot_id, self.owner, ttl)
                 if not got:
                     self.share.give_back(bot_id)
                     if not announced:
-                        holder = await asyncio.to_thread(store.lease_holder, bot_id)
+                        holder = await svc.read(store.lease_holder, bot_id)
                         _log.debug("account_polled_elsewhere", account=bot_id, holder=holder)
                         announced = True
                     await self._sleep(retry)
@@ -97,7 +102,7 @@ class Poller:
                 try:
                     outcome = await self._poll()
                 finally:
-                    await asyncio.to_thread(store.release_lease, bot_id, self.owner)
+                    await svc.call(store.release_lease, bot_id, self.owner)
                     self.share.give_back(bot_id)
                 if outcome in ("expired", "stopped"):
                     return outcome
@@ -109,20 +114,16 @@ class Poller:
             for task in self._tasks:
                 task.cancel()
 
-    async def _renew_lease(self, lost: asyncio.Event) -> None:
-        ttl = self.runtime.config.poll_lease_seconds
-        while True:
-            await asyncio.sleep(ttl / 3)
-            try:
-                ok = await asyncio.to_thread(
-                    self.runtime.store.acquire_lease, self.account.bot_id, self.owner, ttl
-                )
-            except Exception:
-                _log.exception("lease_renew_failed", account=self.account.bot_id)
-                continue
-            if not ok:
-                lost.set()
-                return
+    def lease_renewed(self, held: set[str], asked_at: float) -> None:
+        """The runner renewed this worker's leases together (``Store.renew_leases``) at
+        ``asked_at``: a lease held since before then and missing from ``held`` is lost."""
+        if self.polling and self.account.bot_id not in held and self.held_since < asked_at:
+            self.lost.set()
+
+    def drain_soon(self) -> None:
+        """Rows wait in the outbox for this account (left by retries or other processes)."""
+        if self.polling:
+            self._spawn(self._drain(None))
 
     # ---- polling --------------------------------------------------------------------------
 
@@ -130,14 +131,14 @@ class Poller:
         account = self.account
         store = self.runtime.store
         client = self.runtime.service.client(account)
-        lost = asyncio.Event()
-        renew = asyncio.create_task(self._renew_lease(lost))
-        drainer = asyncio.create_task(self._drain_forever())
+        lost = self.lost
+        lost.clear()
+        self.held_since = asyncio.get_running_loop().time()
         self.polling = True
         try:
             await self._best_effort(client.notify_start(), "notifystart")
             await self._handle_backlog()
-            cursor = await asyncio.to_thread(store.get_cursor, account.bot_id)
+            cursor = await self.runtime.service.read(store.get_cursor, account.bot_id)
             failures = 0
             while not self.stop.is_set():
                 if lost.is_set():
@@ -158,13 +159,8 @@ class Poller:
                 try:
                     batch = poll.result()
                 except SessionExpired:
-                    await asyncio.to_thread(store.set_account_state, account.bot_id, "expired")
+                    await self.runtime.service.mark_expired(account.bot_id)
                     self.expired = True
-                    _log.error(
-                        "session_expired",
-                        account=account.bot_id,
-                        hint="run `ilinkbot login` to log this account in again",
-                    )
                     return "expired"
                 except IlinkError as exc:
                     failures += 1
@@ -195,12 +191,10 @@ class Poller:
             return "stopped"
         finally:
             self.polling = False
-            renew.cancel()
-            drainer.cancel()
-            await self._best_effort(client.notify_stop(), "notifystop")
+            await self._best_effort(client.notify_stop(), "notifystop", NOTIFY_STOP_SECONDS)
 
     async def _handle_backlog(self) -> None:
-        rows = await asyncio.to_thread(self.runtime.store.unhandled, self.account.bot_id)
+        rows = await self.runtime.service.read(self.runtime.store.unhandled, self.account.bot_id)
         if self.runtime.config.skip_backlog:
             rows = await self._skip_older(rows)
         if rows:
@@ -208,7 +202,7 @@ class Poller:
         for row in rows:
             self.dispatcher.dispatch(self.account, row)
 
-    async def _skip_older(self, rows: list[Any]) -> list[Any]:
+    async def _skip_older(self, rows: list[InboxRow]) -> list[Any]:
         """Mark the rows stored before this run started handled, without handlers (what
         python-telegram-bot calls ``drop_pending_updates``); return the others."""
         old = [r for r in rows if r.received_at < self.started]
@@ -218,7 +212,7 @@ class Poller:
             for r in old:
                 store.mark_handled(r.id)
 
-        await asyncio.to_thread(mark)
+        await self.runtime.service.call(mark)
         if old or not self._skipped:
             _log.info("backlog_skipped", account=self.account.bot_id, count=len(old))
         self._skipped = True
@@ -226,18 +220,13 @@ class Poller:
 
     # ---- the outbox, in tasks of their own ------------------------------------------------
 
-    async def _release_held(self, rows: list[Any]) -> None:
+    async def _release_held(self, rows: list[InboxRow]) -> None:
         """Held rows of each user who wrote go back to pending now, ahead of the replies
         their messages will get; delivering them is a task of its own."""
         outbox = self.runtime.outbox
         for user in writers(rows):
             if await outbox.unhold(self.account, user):
                 self._spawn(self._drain(user))
-
-    async def _drain_forever(self) -> None:
-        while True:
-            await asyncio.sleep(DRAIN_EVERY_SECONDS)
-            await self._drain(None)
 
     async def _drain(self, user: str | None) -> None:
         try:
@@ -267,9 +256,9 @@ class Poller:
         stop.cancel()
         sleeper.cancel()
 
-    async def _best_effort(self, coro: Any, what: str) -> None:
+    async def _best_effort(self, coro: Any, what: str, seconds: float = 10.0) -> None:
         try:
-            await asyncio.wait_for(coro, timeout=10)
+            await asyncio.wait_for(coro, timeout=seconds)
         except (IlinkError, TimeoutError) as exc:
             _log.info(f"{what}_failed", account=self.account.bot_id, error=str(exc))
 

@@ -14,13 +14,15 @@ from typing import Any
 import httpx
 from ilinkbot.ilink import IlinkError, SessionExpired
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account
 
 from .accounts import choose_account, find_account, resolve_recipient
 from .config import Config, load_config
 from .errors import AccountError, BotError, NoContextError
 from .exitcodes import Exit
 from .inbound import absorb_batch
-from .outbox import MessageOutcome, Outbox, SendResult, media_payload, text_payloads
+from .outbox import MessageOutcome, Outbox, SendResult
+from .payloads import Payload, media_payload, text_payloads
 from .service import Service
 
 __all__ = ["PushRequest", "catch_up", "push", "send_to_wechat", "utf8_text"]
@@ -73,8 +75,8 @@ class PushRequest:
         self.caption = utf8_text(caption, "caption")
         self.media = media[0] if media else None
 
-    def payloads(self, chunk_size: int, run_id: str | None = None) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def payloads(self, chunk_size: int, run_id: str | None = None) -> list[Payload]:
+        out: list[Payload] = []
         lead = self.caption if self.media else None
         if self.text or self.title or lead:
             body = "\n\n".join(x for x in (self.text, lead) if x)
@@ -85,7 +87,7 @@ class PushRequest:
         return out
 
 
-async def catch_up(outbox: Outbox, account: Any, *, seconds: float = CATCH_UP_SECONDS) -> int:
+async def catch_up(outbox: Outbox, account: Account, *, seconds: float = CATCH_UP_SECONDS) -> int:
     """One short getupdates pass when no ``ilinkbot run`` polls this account, so a push
     sees the newest context tokens. What arrives is stored (inbox, cursor, tokens) for
     a later ``run`` to handle. Returns the number of new messages."""
@@ -152,8 +154,7 @@ async def push(
         try:
             await catch_up(outbox, acc, seconds=catch_up_seconds)
         except SessionExpired:
-            await svc.call(store.set_account_state, acc.bot_id, "expired")
-            _log.error("session_expired", account=acc.bot_id, hint="run `ilinkbot login`")
+            await svc.mark_expired(acc.bot_id)
             expired = True
     if expired:
         # Nothing can go out on this token, but the push is kept for the owner's next
@@ -179,9 +180,9 @@ async def push(
 async def _fan_out(
     svc: Service,
     outbox: Outbox,
-    account: Any,
+    account: Account,
     users: list[str],
-    payloads: list[dict[str, Any]],
+    payloads: list[Payload],
     next_ids: Callable[[int], list[str]] | None,
 ) -> SendResult:
     """One push to many users: up to ``send_concurrency`` users at a time, each user's

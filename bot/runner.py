@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account
 
 from . import spool
 from .accounts import choose_account, find_account
@@ -36,8 +37,12 @@ __all__ = ["Runner"]
 _log = get_logger("ilinkbot.runner")
 
 
-#: How often a running bot looks for accounts logged in, out or expired by other processes.
+#: How often a running bot looks for accounts logged in, out or expired by other processes,
+#: and renews its polling leases (all in one statement).
 ACCOUNTS_REFRESH_SECONDS = 2.0
+#: How often it looks for accounts with rows waiting in the outbox (left by retries or other
+#: processes), in one read, and drains those.
+DRAIN_EVERY_SECONDS = 15.0
 
 
 class Runner:
@@ -85,6 +90,7 @@ class Runner:
         METRICS.count_polls(self, lambda: sum(p.polling for p in self.pollers.values()))
         helpers = [
             asyncio.create_task(self._watch_accounts()),
+            asyncio.create_task(self._drain_forever()),
             asyncio.create_task(self._schedules()),
             asyncio.create_task(spool.sweep_forever(runtime.service)),
         ]
@@ -95,11 +101,14 @@ class Runner:
             METRICS.forget_polls(self)
             for poller in self.pollers.values():
                 poller.stop.set()
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
             for task in helpers:
                 task.cancel()
-            await self._dispatcher.finish(bot.config.shutdown_grace_seconds)
-            await asyncio.to_thread(bot.store.retire_worker, self.owner)
+            # Pollers say notifystop (briefly) while running handlers finish: together.
+            await asyncio.gather(
+                asyncio.gather(*self._running.values(), return_exceptions=True),
+                self._dispatcher.finish(bot.config.shutdown_grace_seconds),
+            )
+            await runtime.service.call(bot.store.retire_worker, self.owner)
             runtime.polling = False
             await bot.aclose()
         if self.stop_requested:
@@ -132,7 +141,7 @@ class Runner:
 
     # ---- accounts that come and go --------------------------------------------------------------
 
-    def _start(self, account: Any) -> None:
+    def _start(self, account: Account) -> None:
         assert self._dispatcher is not None
         poller = Poller(
             account,
@@ -172,6 +181,10 @@ class Runner:
             for bot_id in removed:
                 self.pollers[bot_id].stop.set()
                 _log.debug("account_stopped", account=bot_id, reason="no longer active")
+            try:
+                await self._renew_leases()
+            except Exception:
+                _log.exception("lease_renew_failed")
             try:  # before starting, so that a new account finds room in this worker's share
                 await self._update_share(len(active))
             except Exception:
@@ -186,11 +199,30 @@ class Runner:
                     accounts=len(self._running),
                 )
 
+    async def _renew_leases(self) -> None:
+        asked_at = asyncio.get_running_loop().time()
+        ttl = self.bot.config.poll_lease_seconds
+        held = await self.bot.service.call(self.bot.store.renew_leases, self.owner, ttl)
+        for poller in self.pollers.values():
+            poller.lease_renewed(held, asked_at)
+
+    async def _drain_forever(self) -> None:
+        while not self.stop.is_set():
+            await asyncio.sleep(DRAIN_EVERY_SECONDS)
+            try:
+                waiting = await self.bot.service.read(self.bot.store.accounts_with_unsent)
+            except Exception:
+                _log.exception("drain_check_failed")
+                continue
+            for bot_id in waiting:
+                if bot_id in self.pollers:
+                    self.pollers[bot_id].drain_soon()
+
     async def _update_share(self, accounts: int) -> None:
         """Heartbeat, then poll at most a fair share of the accounts: let go of the excess
         (another worker takes it). Accounts named on the command line are never shared."""
         ttl = self.bot.config.poll_lease_seconds
-        workers = await asyncio.to_thread(self.bot.store.heartbeat_worker, self.owner, ttl)
+        workers = await self.bot.service.call(self.bot.store.heartbeat_worker, self.owner, ttl)
         if self.wanted:
             return
         before = self.share.limit
@@ -211,22 +243,22 @@ class Runner:
         if self.wanted:
             found = []
             for w in self.wanted:
-                acc = await asyncio.to_thread(find_account, store, w)
+                acc = await self.bot.service.read(find_account, store, w)
                 if acc is not None:
                     found.append(acc)
         else:
-            found = await asyncio.to_thread(store.list_accounts)
+            found = await self.bot.service.read(store.list_accounts)
         return [a for a in found if a.state == "active" and a.token]
 
     async def _accounts(self) -> list[Any]:
         store = self.bot.store
         for w in self.wanted or []:
-            if await asyncio.to_thread(find_account, store, w) is None:
+            if await self.bot.service.read(find_account, store, w) is None:
                 raise AccountError(f"no account {w!r}; see `ilinkbot status`")
         usable = await self._usable_accounts()
         if not usable:
             # Never start a QR login from a background process: say what to do instead.
-            await asyncio.to_thread(choose_account, store, None)  # raises the right error
+            await self.bot.service.read(choose_account, store, None)  # raises the right error
             raise AccountError("no active account; run `ilinkbot login`")
         return usable
 

@@ -1278,6 +1278,18 @@ class Store:
 
     def release_held(self, bot_id: str, user_id: str) -> list[OutboxRow]:
         """``held`` -> ``pending`` for that user (call it when the user writes), in order."""
+        with self._read() as conn:  # nearly always nothing is held: no write lock for that
+            any_held = conn.execute(
+                select(outbox.c.id)
+                .where(
+                    outbox.c.bot_id == bot_id,
+                    outbox.c.user_id == user_id,
+                    outbox.c.state == OutboxState.HELD.value,
+                )
+                .limit(1)
+            ).first()
+        if any_held is None:
+            return []
         with self._write() as conn:
             released = conn.execute(
                 update(outbox)
@@ -1458,6 +1470,36 @@ class Store:
         with self._write() as conn:
             got = conn.execute(stmt).scalar_one_or_none()
         return got is not None
+
+    def renew_leases(self, owner: str, ttl_seconds: float) -> set[str]:
+        """Extend every live lease ``owner`` holds by ``ttl_seconds``, in one statement (a
+        worker polling 1,000 accounts renews them together); the accounts still held."""
+        now = self._now()
+        with self._write() as conn:
+            held = conn.execute(
+                update(leases)
+                .where(leases.c.owner == owner, leases.c.expires_at >= now)
+                .values(expires_at=now + timedelta(seconds=ttl_seconds))
+                .returning(leases.c.bot_id)
+            ).scalars()
+            return {str(bot_id) for bot_id in held}
+
+    def accounts_with_unsent(self) -> set[str]:
+        """The accounts with rows waiting to be sent (pending, or a claim that ran out)."""
+        now = self._now()
+        with self._read() as conn:
+            found = conn.execute(
+                select(outbox.c.bot_id)
+                .where(
+                    (outbox.c.state == OutboxState.PENDING.value)
+                    | (
+                        (outbox.c.state == OutboxState.SENDING.value)
+                        & (outbox.c.claimed_until < now)
+                    )
+                )
+                .distinct()
+            ).scalars()
+            return {str(bot_id) for bot_id in found}
 
     def release_lease(self, bot_id: str, owner: str) -> None:
         with self._write() as conn:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ilinkbot.ilink._version import __version__
+from ilinkbot.ilink import __version__
 
 from ..config import LOG_LEVELS
 from ..exitcodes import Exit

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from ilinkbot.store import Account
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -58,7 +59,7 @@ def _ref(value: Any) -> str:
     return value
 
 
-def account_json(acc: Any) -> dict[str, Any]:
+def account_json(acc: Account) -> dict[str, Any]:
     """An account as the API shows it: never its token."""
     return {
         "id": acc.bot_id,

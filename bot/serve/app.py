@@ -157,7 +157,7 @@ class Gateway:
             try:
                 await catch_up(self.outbox, acc, seconds=self.catch_up_seconds)
             except SessionExpired:
-                await svc.call(svc.store.set_account_state, acc.bot_id, "expired")
+                await svc.mark_expired(acc.bot_id)
                 raise
             self._last_catch[acc.bot_id] = started
 
@@ -328,7 +328,7 @@ def create_app(gateway: Gateway) -> Starlette:
         return JSONResponse({"ok": True})
 
     async def metrics(request: Request) -> Response:
-        counts = await asyncio.to_thread(summary, gateway.svc.store)
+        counts = await gateway.svc.read(summary, gateway.svc.store)
         return PlainTextResponse(render(counts), media_type="text/plain; version=0.0.4")
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 from ilinkbot.ilink.log import get_logger, register_secret
 from ilinkbot.ilink.models import MessageItemType, WeixinMessage
+from ilinkbot.store import Account
 
 from ..events import Events
 
@@ -154,7 +155,7 @@ class Webhooks:
 
     # ---- observers: only queue ------------------------------------------------------------
 
-    def on_received(self, account: Any, rows: Sequence[Any]) -> None:
+    def on_received(self, account: Account, rows: Sequence[Any]) -> None:
         for row in rows:
             kind, text = _summary(row.raw)
             created = row.created_at or row.received_at
@@ -171,7 +172,7 @@ class Webhooks:
                 }
             )
 
-    def on_delivery(self, account: Any, outcome: Any) -> None:
+    def on_delivery(self, account: Account, outcome: Any) -> None:
         self._put(
             {
                 "event": "delivery.changed",
