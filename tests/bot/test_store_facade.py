@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = {("bot/service.py", None), ("bot/dispatcher.py", "call_flexibly")}
 THREADS = ("to_thread", "run_in_executor")
 
