@@ -1484,6 +1484,20 @@ class Store:
             ).scalars()
             return {str(bot_id) for bot_id in held}
 
+    def unpolled_accounts(self) -> set[str]:
+        """Active accounts (with a token) that nobody holds a live polling lease on."""
+        now = self._now()
+        live = select(leases.c.bot_id).where(leases.c.expires_at >= now)
+        with self._read() as conn:
+            found = conn.execute(
+                select(accounts.c.bot_id).where(
+                    accounts.c.state == AccountState.ACTIVE.value,
+                    accounts.c.token.is_not(None),
+                    accounts.c.bot_id.not_in(live),
+                )
+            ).scalars()
+            return {str(bot_id) for bot_id in found}
+
     def accounts_with_unsent(self) -> set[str]:
         """The accounts with rows waiting to be sent (pending, or a claim that ran out)."""
         now = self._now()
