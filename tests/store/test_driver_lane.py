@@ -158,7 +158,7 @@ def test_nowait_fails_at_once_while_another_thread_writes(sqlite_store: Store) -
     inside, leave = threading.Event(), threading.Event()
 
     def slow_writer() -> None:
-        with sqlite_store._lane.write():  # a writer of this process, mid-transaction
+        with sqlite_store._db.lane.write():  # a writer of this process, mid-transaction
             inside.set()
             leave.wait(10)
 
@@ -197,7 +197,7 @@ def test_inline_writes_checkpoint_the_wal_in_the_background(
         )
         write(sqlite_store.mark_sent_many, [(claimed[0].id, str(i))])
     deadline = time.monotonic() + 10
-    while sqlite_store._lane._checkpointing.locked() and time.monotonic() < deadline:
+    while sqlite_store._db.lane._checkpointing.locked() and time.monotonic() < deadline:
         time.sleep(0.01)
     # Without checkpoints the WAL would hold every page of 2 x `pairs` commits (~40 MB).
     assert wal.stat().st_size < 12 * 2**20, wal.stat().st_size
