@@ -8,9 +8,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import case, delete, exists, func, select, update
+from sqlalchemy import bindparam, case, delete, exists, func, select, update
 
 from .db import StoreBase
+from .driver import Sql
 from .errors import UnknownAccountError
 from .log import get_logger
 from .models import (
@@ -32,7 +33,7 @@ from .models import (
 )
 from .outbox import UNSENT
 from .peers import move_aliases
-from .rows import ACCOUNT_COLS, account_row
+from .rows import account_row
 
 __all__ = ["AccountsStore"]
 
@@ -40,6 +41,17 @@ log = get_logger(__name__)
 
 #: The ``settings`` key of the account pushes use when none is named.
 _DEFAULT_ACCOUNT_KEY = "default_account"
+
+
+ACCOUNT = Sql(lambda _: select(accounts).where(accounts.c.bot_id == bindparam("bot_id")))
+ALL_ACCOUNTS = Sql(
+    lambda _: select(accounts).order_by(accounts.c.last_used_at.desc(), accounts.c.bot_id)
+)
+LEASE_HOLDER = Sql(
+    lambda _: select(leases.c.owner).where(
+        leases.c.bot_id == bindparam("bot_id"), leases.c.expires_at >= bindparam("now")
+    )
+)
 
 
 class AccountsStore(StoreBase):
@@ -92,24 +104,19 @@ class AccountsStore(StoreBase):
         )
         with self._db.write() as conn:
             conn.execute(stmt)
-            row = conn.execute(select(accounts).where(accounts.c.bot_id == bot_id)).mappings()
-            account = account_row(row.one())
+            account = account_row(self._db.run(conn, ACCOUNT, bot_id=bot_id).mappings().one())
         log.info("account_saved", bot_id=bot_id)
         return account
 
     def get_account(self, bot_id: str) -> Account | None:
         with self._db.lane.read() as cur:
-            row = cur.one(
-                accounts, f"SELECT {ACCOUNT_COLS} FROM accounts WHERE bot_id = ?", (bot_id,)
-            )
+            row = cur.one(ACCOUNT, bot_id=bot_id)
         return account_row(row) if row is not None else None
 
     def list_accounts(self) -> list[Account]:
         """All accounts, most recently used first."""
         with self._db.lane.read() as cur:
-            rows = cur.all(
-                accounts, f"SELECT {ACCOUNT_COLS} FROM accounts ORDER BY last_used_at DESC, bot_id"
-            )
+            rows = cur.all(ALL_ACCOUNTS)
         return [account_row(r) for r in rows]
 
     def set_account_state(self, bot_id: str, state: AccountState | str) -> None:
@@ -406,8 +413,5 @@ class AccountsStore(StoreBase):
     def lease_holder(self, bot_id: str) -> str | None:
         """The current holder, or None if the lease is free or expired."""
         with self._db.lane.read() as cur:
-            value = cur.scalar(
-                "SELECT owner FROM leases WHERE bot_id = ? AND expires_at >= ?",
-                (bot_id, self._db.lane.ts(self._db.now())),
-            )
+            value = cur.scalar(LEASE_HOLDER, bot_id=bot_id, now=self._db.now())
         return str(value) if value is not None else None

@@ -16,15 +16,25 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, select
-from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    func,
+    select,
+)
 
-from .driver import DriverLane
+from .driver import DriverLane, Sql, dialect_insert
 from .engine import BEGIN_MODE_OPTION
 from .errors import UnknownAccountError
 from .models import accounts, require_aware
 
 __all__ = [
+    "ACCOUNT_KNOWN",
     "PG_ACCOUNT_LOCK",
     "PG_BATCH_LOCK_NAMESPACE",
     "PG_CLAIM_LOCK_NAMESPACE",
@@ -35,8 +45,18 @@ __all__ = [
 # PostgreSQL advisory-lock namespaces (two-int4 keys: namespace, hashtext(bot_id)).
 PG_BATCH_LOCK_NAMESPACE = 0x696D  # one batch recorder per account at a time
 PG_CLAIM_LOCK_NAMESPACE = 0x696E  # one claim per account at a time
-#: Takes one of those locks for the rest of the transaction: (namespace, bot_id).
-PG_ACCOUNT_LOCK = "SELECT pg_advisory_xact_lock(?, hashtext(?))"
+#: Takes one of those locks for the rest of the transaction (PostgreSQL only).
+PG_ACCOUNT_LOCK = Sql(
+    lambda _: select(
+        func.pg_advisory_xact_lock(
+            bindparam("namespace", type_=Integer), func.hashtext(bindparam("bot_id", type_=String))
+        )
+    )
+)
+#: A row if the account exists.
+ACCOUNT_KNOWN = Sql(
+    lambda _: select(accounts.c.bot_id).where(accounts.c.bot_id == bindparam("bot_id"))
+)
 
 
 def _utcnow() -> datetime:
@@ -82,16 +102,14 @@ class Db:
 
     def insert(self, table: Table) -> Any:
         """A dialect INSERT supporting ON CONFLICT (same API on both engines)."""
-        if self.pg:
-            # imported here: the PostgreSQL dialect costs a SQLite user ~40 ms at start-up
-            from sqlalchemy.dialects import postgresql
+        return dialect_insert(self.engine.dialect.name)(table)
 
-            return postgresql.insert(table)
-        return sqlite_dialect.insert(table)
+    def run(self, conn: Connection, sql: Sql, /, **params: Any) -> CursorResult[Any]:
+        """``sql`` in a Core transaction (the lane runs the same statement compiled)."""
+        return conn.execute(sql.core(self.engine.dialect), params)
 
     def require_account(self, conn: Connection, bot_id: str) -> None:
-        found = conn.execute(select(accounts.c.bot_id).where(accounts.c.bot_id == bot_id)).first()
-        if found is None:
+        if self.run(conn, ACCOUNT_KNOWN, bot_id=bot_id).first() is None:
             raise UnknownAccountError(f"unknown account {bot_id!r}")
 
 

@@ -4,34 +4,87 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import case, func, literal, select, update
+from sqlalchemy import bindparam, case, func, literal, select, update
 from sqlalchemy.sql.elements import BindParameter
 
-from .db import PG_ACCOUNT_LOCK, PG_BATCH_LOCK_NAMESPACE, StoreBase
+from .db import ACCOUNT_KNOWN, PG_ACCOUNT_LOCK, PG_BATCH_LOCK_NAMESPACE, StoreBase
+from .driver import InsertFactory, Sql
 from .errors import NotFoundError, UnknownAccountError
 from .log import get_logger
-from .models import InboundRecord, InboxRow, UTCDateTime, cursors, dump_json, inbox
+from .models import InboundRecord, InboxRow, UTCDateTime, cursors, inbox, peers
 from .rows import inbox_row
 
 __all__ = ["InboxStore"]
 
 log = get_logger(__name__)
 
-# A user wrote: newest token (a message without one keeps the old), reply window reset,
-# last_inbound_at never moved backwards, first seen kept.
-_TOUCH_PEER = (
-    "INSERT INTO peers (bot_id, user_id, context_token, last_inbound_at, sent_since_inbound, "
-    "first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, 0, ?, ?) "
-    "ON CONFLICT (bot_id, user_id) DO UPDATE SET "
-    "context_token = COALESCE(excluded.context_token, peers.context_token), "
-    "last_inbound_at = CASE WHEN peers.last_inbound_at IS NULL "
-    "OR peers.last_inbound_at < excluded.last_inbound_at "
-    "THEN excluded.last_inbound_at ELSE peers.last_inbound_at END, "
-    "sent_since_inbound = 0, "
-    "first_seen_at = COALESCE(peers.first_seen_at, excluded.first_seen_at), "
-    "last_seen_at = excluded.last_seen_at"
-)
+
+def _insert_inbox(insert: InsertFactory) -> Any:
+    """A message not seen before (by ``(bot_id, message_id)``), returning its id."""
+    return (
+        insert(inbox)
+        .values(
+            bot_id=bindparam("bot_id"),
+            message_id=bindparam("message_id"),
+            user_id=bindparam("user_id"),
+            context_token=bindparam("context_token"),
+            raw=bindparam("raw"),
+            created_at=bindparam("created_at"),
+            received_at=bindparam("now"),
+            attempts=0,
+        )
+        .on_conflict_do_nothing(index_elements=[inbox.c.bot_id, inbox.c.message_id])
+        .returning(inbox.c.id)
+    )
+
+
+def _touch_peer(insert: InsertFactory) -> Any:
+    """A user wrote: newest token (a message without one keeps the old), reply window
+    reset, last_inbound_at never moved backwards, first seen kept."""
+    stmt = insert(peers).values(
+        bot_id=bindparam("bot_id"),
+        user_id=bindparam("user_id"),
+        context_token=bindparam("context_token"),
+        last_inbound_at=bindparam("inbound_at"),
+        sent_since_inbound=0,
+        first_seen_at=bindparam("now"),
+        last_seen_at=bindparam("now"),
+    )
+    new = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[peers.c.bot_id, peers.c.user_id],
+        set_={
+            "context_token": func.coalesce(new.context_token, peers.c.context_token),
+            "last_inbound_at": case(
+                (
+                    peers.c.last_inbound_at.is_(None)
+                    | (peers.c.last_inbound_at < new.last_inbound_at),
+                    new.last_inbound_at,
+                ),
+                else_=peers.c.last_inbound_at,
+            ),
+            "sent_since_inbound": 0,
+            "first_seen_at": func.coalesce(peers.c.first_seen_at, new.first_seen_at),
+            "last_seen_at": new.last_seen_at,
+        },
+    )
+
+
+def _save_cursor(insert: InsertFactory) -> Any:
+    stmt = insert(cursors).values(
+        bot_id=bindparam("bot_id"), cursor=bindparam("cursor"), updated_at=bindparam("now")
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[cursors.c.bot_id],
+        set_={"cursor": stmt.excluded.cursor, "updated_at": stmt.excluded.updated_at},
+    )
+
+
+_INSERT_INBOX = Sql(_insert_inbox)
+_TOUCH_PEER = Sql(_touch_peer)
+_SAVE_CURSOR = Sql(_save_cursor)
 
 
 def _ts(value: datetime) -> BindParameter[datetime]:
@@ -62,31 +115,26 @@ class InboxStore(StoreBase):
         everything or nothing, so the cursor never gets ahead of the inbox.
         """
         now = self._db.now()
-        stamp = self._db.lane.ts(now)
         raws = [record.raw_dict() for record in records]  # validate before taking the lock
         inserted: list[InboxRow] = []
         with self._db.lane.write() as cur:
             if self._db.pg:
-                cur.execute(PG_ACCOUNT_LOCK, (PG_BATCH_LOCK_NAMESPACE, bot_id))
-            if cur.scalar("SELECT 1 FROM accounts WHERE bot_id = ?", (bot_id,)) is None:
+                cur.execute(PG_ACCOUNT_LOCK, namespace=PG_BATCH_LOCK_NAMESPACE, bot_id=bot_id)
+            if cur.scalar(ACCOUNT_KNOWN, bot_id=bot_id) is None:
                 raise UnknownAccountError(f"unknown account {bot_id!r}")
             # user -> (token, inbound time) folded over the new messages in batch order
             latest: dict[str, tuple[str | None, datetime]] = {}
             for record, raw in zip(records, raws, strict=True):
                 created = record.created_at.astimezone(UTC) if record.created_at else None
                 new_id = cur.scalar(
-                    "INSERT INTO inbox (bot_id, message_id, user_id, context_token, raw, "
-                    "created_at, received_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 0) "
-                    "ON CONFLICT (bot_id, message_id) DO NOTHING RETURNING id",
-                    (
-                        bot_id,
-                        record.message_id,
-                        record.user_id,
-                        record.context_token or None,
-                        dump_json(raw),
-                        self._db.lane.ts(created),
-                        stamp,
-                    ),
+                    _INSERT_INBOX,
+                    bot_id=bot_id,
+                    message_id=record.message_id,
+                    user_id=record.user_id,
+                    context_token=record.context_token or None,
+                    raw=raw,
+                    created_at=created,
+                    now=now,
                 )
                 if new_id is None:
                     continue  # seen before (a replay, or a duplicate within the batch)
@@ -119,15 +167,14 @@ class InboxStore(StoreBase):
                 token, inbound_at = latest[user_id]
                 cur.execute(
                     _TOUCH_PEER,
-                    (bot_id, user_id, token, self._db.lane.ts(inbound_at), stamp, stamp),
+                    bot_id=bot_id,
+                    user_id=user_id,
+                    context_token=token,
+                    inbound_at=inbound_at,
+                    now=now,
                 )
             if new_cursor:
-                cur.execute(
-                    "INSERT INTO cursors (bot_id, cursor, updated_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (bot_id) DO UPDATE SET cursor = excluded.cursor, "
-                    "updated_at = excluded.updated_at",
-                    (bot_id, new_cursor, stamp),
-                )
+                cur.execute(_SAVE_CURSOR, bot_id=bot_id, cursor=new_cursor, now=now)
         if records:
             log.debug(
                 "batch_recorded",

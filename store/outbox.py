@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from .db import Db, StoreBase
+from .driver import Sql
 from .errors import InvalidTransitionError, NotFoundError
 from .log import get_logger
 from .models import OutboxRow, OutboxState, outbox, peers
-from .rows import OUTBOX_COLS, outbox_row
+from .rows import outbox_row
 
 __all__ = [
     "REOPENABLE",
@@ -42,18 +43,31 @@ UNSENT = (
 )
 
 
+OUTBOX = Sql(lambda _: select(outbox).where(outbox.c.id == bindparam("outbox_id")))
+#: The row, locked on PostgreSQL until the transaction ends (SQLite's lock is the database's).
+OUTBOX_FOR_UPDATE = Sql(
+    lambda _: select(outbox).where(outbox.c.id == bindparam("outbox_id")).with_for_update()
+)
+#: A row went out (or may have): it counts against the peer's reply window. (Core reads an
+#: UPDATE's parameters named like a column as SET values: hence ``bot``, ``user``.)
+PEER_SENT = Sql(
+    lambda _: (
+        update(peers)
+        .where(peers.c.bot_id == bindparam("bot"), peers.c.user_id == bindparam("user"))
+        .values(sent_since_inbound=peers.c.sent_since_inbound + 1)
+    )
+)
+
+
 def outbox_for_update(db: Db, conn: Connection, outbox_id: int) -> OutboxRow:
-    query = select(outbox).where(outbox.c.id == outbox_id)
-    if db.pg:
-        query = query.with_for_update()
-    row = conn.execute(query).mappings().first()
+    row = db.run(conn, OUTBOX_FOR_UPDATE, outbox_id=outbox_id).mappings().first()
     if row is None:
         raise NotFoundError(f"no outbox row {outbox_id}")
     return outbox_row(row)
 
 
-def outbox_by_id(conn: Connection, outbox_id: int) -> OutboxRow:
-    row = conn.execute(select(outbox).where(outbox.c.id == outbox_id)).mappings().first()
+def outbox_by_id(db: Db, conn: Connection, outbox_id: int) -> OutboxRow:
+    row = db.run(conn, OUTBOX, outbox_id=outbox_id).mappings().first()
     if row is None:
         raise NotFoundError(f"no outbox row {outbox_id}")
     return outbox_row(row)
@@ -70,13 +84,6 @@ def outbox_by_ids(conn: Connection, ids: Sequence[int]) -> list[OutboxRow]:
 
 class OutboxStore(StoreBase):
     """Outbox rows once sent (or not), and by hand."""
-
-    def _peer_sent(self, conn: Connection, row: OutboxRow) -> None:
-        conn.execute(
-            update(peers)
-            .where(peers.c.bot_id == row.bot_id, peers.c.user_id == row.user_id)
-            .values(sent_since_inbound=peers.c.sent_since_inbound + 1)
-        )
 
     def mark_unconfirmed(self, outbox_id: int, reason: str) -> OutboxRow:
         """ret=0 without a message id: accepted, delivery unknown. Counts against the window."""
@@ -96,8 +103,8 @@ class OutboxStore(StoreBase):
                     updated_at=now,
                 )
             )
-            self._peer_sent(conn, row)
-            result = outbox_by_id(conn, outbox_id)
+            self._db.run(conn, PEER_SENT, bot=row.bot_id, user=row.user_id)
+            result = outbox_by_id(self._db, conn, outbox_id)
         log.warning("outbox_unconfirmed", bot_id=row.bot_id, outbox_id=outbox_id)
         return result
 
@@ -117,7 +124,7 @@ class OutboxStore(StoreBase):
                     updated_at=self._db.now(),
                 )
             )
-            return outbox_by_id(conn, outbox_id)
+            return outbox_by_id(self._db, conn, outbox_id)
 
     def mark_failed(
         self, outbox_id: int, error: str, *, retryable: bool, max_attempts: int
@@ -139,7 +146,7 @@ class OutboxStore(StoreBase):
                     updated_at=self._db.now(),
                 )
             )
-            result = outbox_by_id(conn, outbox_id)
+            result = outbox_by_id(self._db, conn, outbox_id)
         if not again:
             log.warning(
                 "outbox_failed", bot_id=row.bot_id, outbox_id=outbox_id, attempts=row.attempts
@@ -204,7 +211,7 @@ class OutboxStore(StoreBase):
                     updated_at=self._db.now(),
                 )
             )
-            return outbox_by_id(conn, outbox_id)
+            return outbox_by_id(self._db, conn, outbox_id)
 
     def list_outbox(
         self,
@@ -230,7 +237,7 @@ class OutboxStore(StoreBase):
 
     def get_outbox(self, outbox_id: int) -> OutboxRow | None:
         with self._db.lane.read() as cur:
-            row = cur.one(outbox, f"SELECT {OUTBOX_COLS} FROM outbox WHERE id = ?", (outbox_id,))
+            row = cur.one(OUTBOX, outbox_id=outbox_id)
         return outbox_row(row) if row is not None else None
 
     def retry_outbox(self, outbox_id: int) -> OutboxRow:
@@ -257,7 +264,7 @@ class OutboxStore(StoreBase):
                     updated_at=now,
                 )
             )
-            return outbox_by_id(conn, outbox_id)
+            return outbox_by_id(self._db, conn, outbox_id)
 
     def drop_outbox(self, outbox_id: int) -> OutboxRow:
         """-> ``dead`` (kept for history). A sent row cannot be dropped."""
@@ -272,7 +279,7 @@ class OutboxStore(StoreBase):
                 .where(outbox.c.id == outbox_id)
                 .values(state=OutboxState.DEAD.value, claimed_until=None, updated_at=self._db.now())
             )
-            return outbox_by_id(conn, outbox_id)
+            return outbox_by_id(self._db, conn, outbox_id)
 
     def update_outbox_payload(self, outbox_id: int, payload: Mapping[str, Any]) -> OutboxRow:
         with self._db.write() as conn:
@@ -283,4 +290,4 @@ class OutboxStore(StoreBase):
             )
             if result.rowcount == 0:
                 raise NotFoundError(f"no outbox row {outbox_id}")
-            return outbox_by_id(conn, outbox_id)
+            return outbox_by_id(self._db, conn, outbox_id)

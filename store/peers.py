@@ -4,14 +4,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from .db import Db, StoreBase
+from .driver import InsertFactory, Sql
 from .errors import InvalidTransitionError
 from .models import Peer, peers, user_data
-from .rows import PEER_COLS, peer_row
+from .rows import peer_row
 
 __all__ = ["PeersStore", "move_aliases"]
+
+
+PEER = Sql(
+    lambda _: select(peers).where(
+        peers.c.bot_id == bindparam("bot_id"), peers.c.user_id == bindparam("user_id")
+    )
+)
+ALIAS_OWNER = Sql(
+    lambda _: select(peers.c.user_id).where(
+        peers.c.bot_id == bindparam("bot_id"), peers.c.alias == bindparam("alias")
+    )
+)
+
+
+def _set_alias(insert: InsertFactory) -> Any:
+    """Name a user, creating the peer if unknown."""
+    stmt = insert(peers).values(
+        bot_id=bindparam("bot_id"),
+        user_id=bindparam("user_id"),
+        alias=bindparam("alias"),
+        sent_since_inbound=0,
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[peers.c.bot_id, peers.c.user_id], set_={"alias": stmt.excluded.alias}
+    )
+
+
+SET_ALIAS = Sql(_set_alias)
 
 
 class PeersStore(StoreBase):
@@ -19,11 +48,7 @@ class PeersStore(StoreBase):
 
     def get_peer(self, bot_id: str, user_id: str) -> Peer | None:
         with self._db.lane.read() as cur:
-            row = cur.one(
-                peers,
-                f"SELECT {PEER_COLS} FROM peers WHERE bot_id = ? AND user_id = ?",
-                (bot_id, user_id),
-            )
+            row = cur.one(PEER, bot_id=bot_id, user_id=user_id)
         return peer_row(row) if row is not None else None
 
     def list_peers(self, bot_id: str) -> list[Peer]:
@@ -42,27 +67,16 @@ class PeersStore(StoreBase):
         with self._db.write() as conn:
             self._db.require_account(conn, bot_id)
             if alias is not None:
-                owner = conn.execute(
-                    select(peers.c.user_id).where(peers.c.bot_id == bot_id, peers.c.alias == alias)
-                ).scalar_one_or_none()
+                owner = self._db.run(conn, ALIAS_OWNER, bot_id=bot_id, alias=alias).scalar()
                 if owner is not None and owner != user_id:
                     raise InvalidTransitionError(
                         f"alias {alias!r} already names {owner!r} on {bot_id!r}"
                     )
-            stmt = self._db.insert(peers).values(
-                bot_id=bot_id, user_id=user_id, alias=alias, sent_since_inbound=0
-            )
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[peers.c.bot_id, peers.c.user_id],
-                set_={"alias": stmt.excluded.alias},
-            )
-            conn.execute(stmt)
+            self._db.run(conn, SET_ALIAS, bot_id=bot_id, user_id=user_id, alias=alias)
 
     def resolve_alias(self, bot_id: str, alias: str) -> str | None:
         with self._db.lane.read() as cur:
-            value = cur.scalar(
-                "SELECT user_id FROM peers WHERE bot_id = ? AND alias = ?", (bot_id, alias)
-            )
+            value = cur.scalar(ALIAS_OWNER, bot_id=bot_id, alias=alias)
         return str(value) if value is not None else None
 
     # ------------------------------------------------------------------ user data
@@ -119,14 +133,7 @@ def move_aliases(db: Db, conn: Connection, old: str, new: str) -> None:
         ).first()
         if taken is not None:
             continue  # the new account's own naming wins
-        stmt = db.insert(peers).values(
-            bot_id=new, user_id=user_id, alias=alias, sent_since_inbound=0
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[peers.c.bot_id, peers.c.user_id],
-            set_={"alias": stmt.excluded.alias},
-        )
-        conn.execute(stmt)
+        db.run(conn, SET_ALIAS, bot_id=new, user_id=user_id, alias=alias)
         conn.execute(
             update(peers)
             .where(peers.c.bot_id == old, peers.c.user_id == user_id)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .driver import columns
 from .models import (
     Account,
     AccountState,
@@ -13,24 +12,14 @@ from .models import (
     OutboxRow,
     OutboxState,
     Peer,
-    accounts,
-    outbox,
-    peers,
 )
 
 __all__ = [
-    "ACCOUNT_COLS",
-    "OUTBOX_COLS",
-    "PEER_COLS",
     "account_row",
     "inbox_row",
     "outbox_row",
     "peer_row",
 ]
-
-ACCOUNT_COLS = columns(accounts)
-PEER_COLS = columns(peers)
-OUTBOX_COLS = columns(outbox)
 
 
 def account_row(r: Mapping[Any, Any]) -> Account:

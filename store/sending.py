@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import bindparam, exists, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from .db import PG_ACCOUNT_LOCK, PG_CLAIM_LOCK_NAMESPACE, StoreBase
+from .driver import CoreRunner, Cursor, InsertFactory, Sql
 from .errors import NotFoundError, UnknownAccountError
 from .holders import holder_gone, this_holder
 from .log import get_logger
-from .models import OutboxRow, OutboxState, dump_json, outbox
-from .outbox import outbox_by_ids
-from .rows import OUTBOX_COLS, outbox_row
+from .models import OutboxRow, OutboxState, accounts, outbox
+from .outbox import OUTBOX_FOR_UPDATE, PEER_SENT, outbox_by_ids
+from .rows import outbox_row
 
 __all__ = ["SendingStore", "new_client_id"]
 
@@ -28,6 +29,93 @@ log = get_logger(__name__)
 def new_client_id() -> str:
     """``ilinkbot:<epoch ms>-<8 hex>``: fixed when the outbox row is created."""
     return f"ilinkbot:{int(time.time() * 1000)}-{secrets.token_hex(4)}"
+
+
+def _insert_outbox(insert: InsertFactory) -> Any:
+    """A new row, unless its client_id exists for the account; returns its id."""
+    columns = ["bot_id", "user_id", "client_id", "payload", "state", "attempts"]
+    columns += ["claimed_until", "claimed_by", "seq", "group_key"]
+    values: dict[str, Any] = {name: bindparam(name) for name in columns}
+    return (
+        insert(outbox)
+        .values(**values, created_at=bindparam("now"), updated_at=bindparam("now"))
+        .on_conflict_do_nothing(index_elements=[outbox.c.bot_id, outbox.c.client_id])
+        .returning(outbox.c.id)
+    )
+
+
+def _live_claims(of_user: bool) -> Sql:
+    def build(_: InsertFactory) -> Any:
+        query = select(outbox.c.id, outbox.c.claimed_by).where(
+            outbox.c.bot_id == bindparam("bot_id"),
+            outbox.c.state == OutboxState.SENDING.value,
+            outbox.c.claimed_until >= bindparam("now"),
+            outbox.c.claimed_by.is_not(None),
+        )
+        return query.where(outbox.c.user_id == bindparam("user_id")) if of_user else query
+
+    return Sql(build)
+
+
+#: One statement: is the account known, and does anything of this user wait?
+_KNOWN_AND_WAITING = Sql(
+    lambda _: select(
+        exists().where(accounts.c.bot_id == bindparam("bot_id")),
+        exists().where(
+            outbox.c.bot_id == bindparam("bot_id"),
+            outbox.c.user_id == bindparam("user_id"),
+            or_(
+                *(
+                    outbox.c.state == s.value
+                    for s in (OutboxState.PENDING, OutboxState.SENDING, OutboxState.HELD)
+                )
+            ),
+        ),
+    )
+)
+_INSERT_OUTBOX = Sql(_insert_outbox)
+_OUTBOX_BY_CLIENT_ID = Sql(
+    lambda _: select(outbox).where(
+        outbox.c.bot_id == bindparam("bot_id"), outbox.c.client_id == bindparam("client_id")
+    )
+)
+_LIVE_CLAIMS = _live_claims(of_user=False)
+_LIVE_CLAIMS_OF_USER = _live_claims(of_user=True)
+#: A claim whose holder is gone goes back to pending.
+_RETURN_CLAIM = Sql(
+    lambda _: (
+        update(outbox)
+        .where(outbox.c.id == bindparam("outbox_id"), outbox.c.state == OutboxState.SENDING.value)
+        .values(
+            state=OutboxState.PENDING.value,
+            claimed_until=None,
+            claimed_by=None,
+            updated_at=bindparam("now"),
+        )
+    )
+)
+_MARK_SENT = Sql(
+    lambda _: (
+        update(outbox)
+        .where(outbox.c.id == bindparam("outbox_id"), outbox.c.state != OutboxState.SENT.value)
+        .values(
+            state=OutboxState.SENT.value,
+            message_id=bindparam("message_id"),
+            last_error=None,
+            claimed_until=None,
+            sent_at=bindparam("now"),
+            updated_at=bindparam("now"),
+        )
+        .returning(*outbox.columns)
+    )
+)
+_LATE_MESSAGE_ID = Sql(
+    lambda _: (
+        update(outbox)
+        .where(outbox.c.id == bindparam("outbox_id"))
+        .values(message_id=bindparam("message_id"), updated_at=bindparam("now"))
+    )
+)
 
 
 class SendingStore(StoreBase):
@@ -115,63 +203,42 @@ class SendingStore(StoreBase):
             raise ValueError("user_id must be non-empty")
         payloads = [dict(item) for item in items]
         now = self._db.now()
-        stamp = self._db.lane.ts(now)
         rows: list[OutboxRow] = []
         inserted: set[int] = set()
         with self._db.lane.write(nowait=nowait) as cur:
             claiming = claim_lease_seconds is not None and state == OutboxState.PENDING
             if claiming and self._db.pg:  # claims of one account take turns (see claim)
-                cur.execute(PG_ACCOUNT_LOCK, (PG_CLAIM_LOCK_NAMESPACE, bot_id))
+                cur.execute(PG_ACCOUNT_LOCK, namespace=PG_CLAIM_LOCK_NAMESPACE, bot_id=bot_id)
             # One statement: is the account known, and does anything of this user wait?
-            known, waiting = cur.row(
-                "SELECT EXISTS (SELECT 1 FROM accounts WHERE bot_id = ?), "
-                "EXISTS (SELECT 1 FROM outbox WHERE bot_id = ? AND user_id = ? "
-                "AND state IN (?, ?, ?))",
-                (
-                    bot_id,
-                    bot_id,
-                    user_id,
-                    OutboxState.PENDING.value,
-                    OutboxState.SENDING.value,
-                    OutboxState.HELD.value,
-                ),
-            )
+            known, waiting = cur.row(_KNOWN_AND_WAITING, bot_id=bot_id, user_id=user_id)
             if not known:
                 raise UnknownAccountError(f"unknown account {bot_id!r}")
             if claiming and waiting:
-                self._take_over_dead_claims(cur.rows, cur.execute, bot_id, now, user_id)
+                self._take_over_dead_claims(cur, bot_id, now, user_id)
             claimed_until = None
             if claiming and not waiting:
                 assert claim_lease_seconds is not None
                 claimed_until = now + timedelta(seconds=claim_lease_seconds)
             new_state = OutboxState.SENDING if claimed_until else state
             attempts = 1 if claimed_until else 0
-            until = self._db.lane.ts(claimed_until)
             holder = this_holder() if claimed_until else None
             for seq, payload in enumerate(payloads):
                 given = client_ids[seq] if client_ids is not None else None
-                payload_json = dump_json(payload)
                 while True:
                     client_id = given or new_client_id()
                     new_id = cur.scalar(
-                        "INSERT INTO outbox (bot_id, user_id, client_id, payload, state, "
-                        "attempts, claimed_until, claimed_by, seq, group_key, created_at, "
-                        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (bot_id, client_id) DO NOTHING RETURNING id",
-                        (
-                            bot_id,
-                            user_id,
-                            client_id,
-                            payload_json,
-                            new_state.value,
-                            attempts,
-                            until,
-                            holder,
-                            seq,
-                            group,
-                            stamp,
-                            stamp,
-                        ),
+                        _INSERT_OUTBOX,
+                        bot_id=bot_id,
+                        user_id=user_id,
+                        client_id=client_id,
+                        payload=payload,
+                        state=new_state.value,
+                        attempts=attempts,
+                        claimed_until=claimed_until,
+                        claimed_by=holder,
+                        seq=seq,
+                        group_key=group,
+                        now=now,
                     )
                     if new_id is not None:
                         # The row is exactly what was just written.
@@ -199,11 +266,7 @@ class SendingStore(StoreBase):
                         break
                     if given is None:
                         continue  # a generated id collided: draw another
-                    existing = cur.one(
-                        outbox,
-                        f"SELECT {OUTBOX_COLS} FROM outbox WHERE bot_id = ? AND client_id = ?",
-                        (bot_id, given),
-                    )
+                    existing = cur.one(_OUTBOX_BY_CLIENT_ID, bot_id=bot_id, client_id=given)
                     assert existing is not None  # the conflict said it is there
                     rows.append(outbox_row(existing))
                     if rows[-1].user_id != user_id:
@@ -270,19 +333,10 @@ class SendingStore(StoreBase):
                 # above sees the previous claimer's committed rows: per-user order stays strict
                 # with several sender processes. SKIP LOCKED still keeps a claim from waiting
                 # on rows another transaction (mark_*, retry, release) holds.
-                conn.exec_driver_sql(
-                    self._db.lane.sql(PG_ACCOUNT_LOCK), (PG_CLAIM_LOCK_NAMESPACE, bot_id)
+                self._db.run(
+                    conn, PG_ACCOUNT_LOCK, namespace=PG_CLAIM_LOCK_NAMESPACE, bot_id=bot_id
                 )
-
-            def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-                return [
-                    tuple(r) for r in conn.exec_driver_sql(self._db.lane.sql(sql), tuple(params))
-                ]
-
-            def execute(sql: str, params: Sequence[Any]) -> int:
-                return int(conn.exec_driver_sql(self._db.lane.sql(sql), tuple(params)).rowcount)
-
-            self._take_over_dead_claims(fetch, execute, bot_id, now, user_id)
+            self._take_over_dead_claims(CoreRunner(conn), bot_id, now, user_id)
             candidates = conn.execute(query).all()
             if not candidates:
                 return []
@@ -305,36 +359,18 @@ class SendingStore(StoreBase):
         return rows
 
     def _take_over_dead_claims(
-        self,
-        rows: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]],
-        execute: Callable[[str, Sequence[Any]], int],
-        bot_id: str,
-        now: datetime,
-        user_id: str | None,
+        self, run: Cursor | CoreRunner, bot_id: str, now: datetime, user_id: str | None
     ) -> None:
         """Live claims (``sending``) held by a process of this host that is gone go back to
         ``pending`` inside the caller's write transaction, so they are sent again in order
         now instead of after their lease."""
-        sql = (
-            "SELECT id, claimed_by FROM outbox WHERE bot_id = ? AND state = ? "
-            "AND claimed_until >= ? AND claimed_by IS NOT NULL"
-        )
-        params: list[Any] = [bot_id, OutboxState.SENDING.value, self._db.lane.ts(now)]
-        if user_id is not None:
-            sql += " AND user_id = ?"
-            params.append(user_id)
-        gone = [int(i) for i, holder in rows(sql, params) if holder_gone(holder)]
+        if user_id is None:
+            live = run.rows(_LIVE_CLAIMS, bot_id=bot_id, now=now)
+        else:
+            live = run.rows(_LIVE_CLAIMS_OF_USER, bot_id=bot_id, now=now, user_id=user_id)
+        gone = [int(i) for i, holder in live if holder_gone(holder)]
         for outbox_id in gone:
-            execute(
-                "UPDATE outbox SET state = ?, claimed_until = NULL, claimed_by = NULL, "
-                "updated_at = ? WHERE id = ? AND state = ?",
-                (
-                    OutboxState.PENDING.value,
-                    self._db.lane.ts(now),
-                    outbox_id,
-                    OutboxState.SENDING.value,
-                ),
-            )
+            run.execute(_RETURN_CLAIM, outbox_id=outbox_id, now=now)
         if gone:
             log.warning("outbox_claim_taken_over", bot_id=bot_id, outbox_ids=gone)
 
@@ -348,45 +384,25 @@ class SendingStore(StoreBase):
         """:meth:`mark_sent` for several rows in one transaction (a sender's pass).
         ``nowait``: raise :class:`StoreBusy` instead of waiting for SQLite's write lock."""
         now = self._db.now()
-        stamp = self._db.lane.ts(now)
-        lock = " FOR UPDATE" if self._db.pg else ""
         out: list[OutboxRow] = []
         with self._db.lane.write(nowait=nowait) as cur:
             for outbox_id, message_id in sent:
                 updated = cur.one(
-                    outbox,
-                    "UPDATE outbox SET state = ?, message_id = ?, last_error = NULL, "
-                    "claimed_until = NULL, sent_at = ?, updated_at = ? "
-                    f"WHERE id = ? AND state <> ? RETURNING {OUTBOX_COLS}",
-                    (
-                        OutboxState.SENT.value,
-                        message_id or None,
-                        stamp,
-                        stamp,
-                        outbox_id,
-                        OutboxState.SENT.value,
-                    ),
+                    _MARK_SENT, outbox_id=outbox_id, message_id=message_id or None, now=now
                 )
                 if updated is not None:
                     row = outbox_row(updated)
-                    cur.execute(
-                        "UPDATE peers SET sent_since_inbound = sent_since_inbound + 1 "
-                        "WHERE bot_id = ? AND user_id = ?",
-                        (row.bot_id, row.user_id),
-                    )
+                    cur.execute(PEER_SENT, bot=row.bot_id, user=row.user_id)
                     out.append(row)
                     continue
                 # Missing, or already sent: a sent row is never re-counted.
-                found = cur.one(
-                    outbox, f"SELECT {OUTBOX_COLS} FROM outbox WHERE id = ?{lock}", (outbox_id,)
-                )
+                found = cur.one(OUTBOX_FOR_UPDATE, outbox_id=outbox_id)
                 if found is None:
                     raise NotFoundError(f"no outbox row {outbox_id}")
                 row = outbox_row(found)
                 if message_id and not row.message_id:  # a late id for a sent row
                     cur.execute(
-                        "UPDATE outbox SET message_id = ?, updated_at = ? WHERE id = ?",
-                        (message_id, stamp, outbox_id),
+                        _LATE_MESSAGE_ID, outbox_id=outbox_id, message_id=message_id, now=now
                     )
                     row = replace(row, message_id=message_id, updated_at=now)
                 out.append(row)

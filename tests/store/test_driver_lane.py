@@ -214,10 +214,10 @@ def test_a_lock_wait_mid_transaction_is_busy_and_writes_nothing(
 
     real = driver.Cursor.scalar
 
-    def locked_insert(self, statement, params=()):  # type: ignore[no-untyped-def]
-        if statement.startswith("INSERT INTO outbox"):
+    def locked_insert(self, sql, /, **params):  # type: ignore[no-untyped-def]
+        if "payload" in params:  # the outbox insert
             raise sqlite3.OperationalError("database is locked")
-        return real(self, statement, params)
+        return real(self, sql, **params)
 
     monkeypatch.setattr(driver.Cursor, "scalar", locked_insert)
     with pytest.raises(StoreBusy):
