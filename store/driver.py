@@ -22,12 +22,15 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import ClauseElement, Connection, Dialect, Engine, Executable, Table
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.compiler import SQLCompiler
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PgInsert
 
 from .errors import StoreBusy
 from .log import get_logger
@@ -46,7 +49,8 @@ __all__ = [
 log = get_logger(__name__)
 
 #: The dialect's ``insert`` (with ``on_conflict_do_nothing`` / ``on_conflict_do_update``).
-InsertFactory = Callable[[Table], Any]
+DialectInsert: TypeAlias = "sqlite_dialect.Insert | PgInsert"
+InsertFactory: TypeAlias = Callable[[Table], DialectInsert]
 
 #: Inline (``nowait``) commits between background WAL checkpoints: a push commits twice,
 #: ~4 pages each, so ~250 commits is SQLite's default of ~1000 pages.
@@ -238,7 +242,7 @@ class Sql:
 
 
 class _Compiled:
-    __slots__ = ("_binds", "_positional", "decode", "sql")
+    __slots__ = ("_names", "_plan", "_positional", "_processors", "decode", "sql")
 
     def __init__(self, stmt: Executable, dialect: Dialect) -> None:
         assert isinstance(stmt, ClauseElement)
@@ -249,30 +253,28 @@ class _Compiled:
             raise ValueError(f"the lane cannot run {self.sql!r}: use = ... OR = ...")
         self._positional = compiled.positional
         names = compiled.positiontup if compiled.positional else compiled.bind_names.values()
-        binds: list[tuple[str, Any, bool, Callable[[Any], Any] | None]] = []
-        for name in names or ():
+        self._names = list(names or ())
+        # (name, required, the statement's own value); processors only where a type has one
+        self._plan: list[tuple[str, bool, Any]] = []
+        self._processors: list[tuple[int, Callable[[Any], Any]]] = []
+        for i, name in enumerate(self._names):
             bind = compiled.binds[name]
+            self._plan.append((name, bind.required, bind.effective_value))
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            binds.append((name, bind.effective_value, bind.required, process))
-        self._binds = binds
+            if process is not None:
+                self._processors.append((i, process))
         selected = getattr(stmt, "exported_columns", None)
         self.decode = _decoder(list(selected)) if selected else None
 
     def params(self, given: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
-        """The driver's parameters: ``given`` by name, the statement's own literals
-        otherwise, each processed as its Core type binds it."""
-        values: list[Any] = []
-        for name, default, required, process in self._binds:
-            if name in given:
-                value = given[name]
-            elif required:
-                raise TypeError(f"missing statement parameter {name!r}")
-            else:
-                value = default
-            values.append(process(value) if process is not None else value)
+        """The driver's parameters: ``given`` by name (a missing one is a KeyError), the
+        statement's own literals otherwise, each processed as its Core type binds it."""
+        values = [given[n] if required else given.get(n, own) for n, required, own in self._plan]
+        for i, process in self._processors:
+            values[i] = process(values[i])
         if self._positional:
             return values
-        return dict(zip((b[0] for b in self._binds), values, strict=True))
+        return dict(zip(self._names, values, strict=True))
 
 
 class Cursor:
