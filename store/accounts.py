@@ -339,7 +339,7 @@ class AccountsStore(StoreBase):
         stmt = self._db.insert(leases).values(
             bot_id=bot_id, owner=owner, acquired_at=now, expires_at=expires
         )
-        stmt = stmt.on_conflict_do_update(
+        upsert = stmt.on_conflict_do_update(
             index_elements=[leases.c.bot_id],
             set_={
                 "owner": stmt.excluded.owner,
@@ -352,7 +352,7 @@ class AccountsStore(StoreBase):
             where=(leases.c.owner == stmt.excluded.owner) | (leases.c.expires_at < now),
         ).returning(leases.c.owner)
         with self._db.write() as conn:
-            got = conn.execute(stmt).scalar_one_or_none()
+            got = conn.execute(upsert).scalar_one_or_none()
         return got is not None
 
     def release_lease(self, bot_id: str, owner: str) -> None:

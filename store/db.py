@@ -28,7 +28,7 @@ from sqlalchemy import (
     select,
 )
 
-from .driver import DriverLane, Sql, dialect_insert
+from .driver import DialectInsert, DriverLane, Sql, dialect_insert
 from .engine import BEGIN_MODE_OPTION
 from .errors import UnknownAccountError
 from .models import accounts, require_aware
@@ -100,7 +100,7 @@ class Db:
     def now(self) -> datetime:
         return require_aware(self._clock(), "clock()")
 
-    def insert(self, table: Table) -> Any:
+    def insert(self, table: Table) -> DialectInsert:
         """A dialect INSERT supporting ON CONFLICT (same API on both engines)."""
         return dialect_insert(self.engine.dialect.name)(table)
 

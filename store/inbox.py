@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import bindparam, case, func, literal, select, update
+from sqlalchemy import Executable, bindparam, case, func, literal, select, update
 from sqlalchemy.sql.elements import BindParameter
 
 from .db import ACCOUNT_KNOWN, PG_ACCOUNT_LOCK, PG_BATCH_LOCK_NAMESPACE, StoreBase
@@ -21,7 +20,7 @@ __all__ = ["InboxStore"]
 log = get_logger(__name__)
 
 
-def _insert_inbox(insert: InsertFactory) -> Any:
+def _insert_inbox(insert: InsertFactory) -> Executable:
     """A message not seen before (by ``(bot_id, message_id)``), returning its id."""
     return (
         insert(inbox)
@@ -40,7 +39,7 @@ def _insert_inbox(insert: InsertFactory) -> Any:
     )
 
 
-def _touch_peer(insert: InsertFactory) -> Any:
+def _touch_peer(insert: InsertFactory) -> Executable:
     """A user wrote: newest token (a message without one keeps the old), reply window
     reset, last_inbound_at never moved backwards, first seen kept."""
     stmt = insert(peers).values(
@@ -72,7 +71,7 @@ def _touch_peer(insert: InsertFactory) -> Any:
     )
 
 
-def _save_cursor(insert: InsertFactory) -> Any:
+def _save_cursor(insert: InsertFactory) -> Executable:
     stmt = insert(cursors).values(
         bot_id=bindparam("bot_id"), cursor=bindparam("cursor"), updated_at=bindparam("now")
     )

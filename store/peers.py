@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, Executable, bindparam, delete, select, update
 
 from .db import Db, StoreBase
 from .driver import InsertFactory, Sql
@@ -27,7 +27,7 @@ ALIAS_OWNER = Sql(
 )
 
 
-def _set_alias(insert: InsertFactory) -> Any:
+def _set_alias(insert: InsertFactory) -> Executable:
     """Name a user, creating the peer if unknown."""
     stmt = insert(peers).values(
         bot_id=bindparam("bot_id"),

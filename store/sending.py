@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, exists, or_, select, update
+from sqlalchemy import Executable, bindparam, exists, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from .db import PG_ACCOUNT_LOCK, PG_CLAIM_LOCK_NAMESPACE, StoreBase
@@ -31,7 +31,7 @@ def new_client_id() -> str:
     return f"ilinkbot:{int(time.time() * 1000)}-{secrets.token_hex(4)}"
 
 
-def _insert_outbox(insert: InsertFactory) -> Any:
+def _insert_outbox(insert: InsertFactory) -> Executable:
     """A new row, unless its client_id exists for the account; returns its id."""
     columns = ["bot_id", "user_id", "client_id", "payload", "state", "attempts"]
     columns += ["claimed_until", "claimed_by", "seq", "group_key"]
@@ -45,7 +45,7 @@ def _insert_outbox(insert: InsertFactory) -> Any:
 
 
 def _live_claims(of_user: bool) -> Sql:
-    def build(_: InsertFactory) -> Any:
+    def build(_: InsertFactory) -> Executable:
         query = select(outbox.c.id, outbox.c.claimed_by).where(
             outbox.c.bot_id == bindparam("bot_id"),
             outbox.c.state == OutboxState.SENDING.value,
