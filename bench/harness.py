@@ -104,6 +104,13 @@ class SandboxProc:
         bot = self.post("login/confirm", {"qrcode": code, "user_id": OWNER})
         return bot["bot_id"], bot["bot_token"]
 
+    # The phone's side of a QR login, as ``ilinkbot.testing.sandbox_login`` drives it.
+    def scan(self, qrcode: str) -> Any:
+        return self.post("login/scan", {"qrcode": qrcode})
+
+    def confirm(self, user_id: str, qrcode: str) -> Any:
+        return self.post("login/confirm", {"qrcode": qrcode, "user_id": user_id})
+
     def delivered(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.get("delivered")
         return result
@@ -148,3 +155,41 @@ def env_for(home: Path, sp: SandboxProc) -> dict[str, str]:
         PYTHONPATH=str(ROOT),
     )
     return env
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_kb(pid: int, key: str) -> int:
+    """A ``/proc/<pid>/status`` size in kB (``VmHWM``: peak RSS, ``VmRSS``: now)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def pg_schema() -> tuple[str, str, str] | None:
+    """A fresh PostgreSQL schema: (SQLAlchemy URL selecting it, libpq URL, schema), or None
+    (with one printed line) when no server answers. The caller drops the schema."""
+    import secrets
+
+    base = os.environ.get("ILINKBOT_TEST_PG_URL") or DEFAULT_PG_URL
+    libpq = "postgresql://" + base.split("://", 1)[1]
+    try:
+        import psycopg
+
+        schema = f"ilinkbot_bench_{secrets.token_hex(4)}"
+        with psycopg.connect(libpq, connect_timeout=3, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except Exception as exc:
+        print(f"  (PostgreSQL skipped: {type(exc).__name__}: {str(exc)[:80]})")
+        return None
+    options = quote(f"-csearch_path={schema}", safe="")
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options={options}", f"{libpq}{sep}options={options}", schema

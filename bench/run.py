@@ -19,6 +19,9 @@ Figures (``docs/benchmarks.md`` says what each one means; each is a module in
 6. ``official``: sendmessage rate of the official Node client (``npm`` installs it) next to
    ilinkbot's, at 1 and 16 in flight, against a fast responder (``bench/responder.py``);
    skipped with one line where node/npm is missing.
+7. ``accounts``: 100 and 1,000 accounts in one ``ilinkbot run`` (a burst of one message per
+   owner: time to the last reply, p50/p99, peak RSS, idle CPU, SIGTERM), and 4 workers sharing
+   1,000 accounts on PostgreSQL (share, join, SIGKILL takeover, each reply once).
 
 The sandbox always runs in its own process (``python -m ilinkbot.ilink.sandbox``), so that the
 measured client does not share a GIL with the server. Prints a table; writes
@@ -36,10 +39,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from figures import coldstart, inbound, official, send, store, upload
+from figures import accounts, coldstart, fanout, inbound, official, send, store, upload
 from harness import RESULTS, ROOT, Row
 
-FIGURES = {m.NAME: m for m in (send, inbound, upload, coldstart, store, official)}
+FIGURES = {m.NAME: m for m in (send, inbound, upload, coldstart, store, official, fanout, accounts)}
 
 
 def table(results: dict[str, Any]) -> list[Row]:

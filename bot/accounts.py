@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ilinkbot.ilink.log import get_logger
 from ilinkbot.ilink.wire import account_id_candidates
+from ilinkbot.store import Account
 
 from .errors import AccountError, AmbiguousAccount, UnknownAccount, UnknownRecipient
 from .exitcodes import Exit
+
+_log = get_logger("ilinkbot.accounts")
 
 __all__ = ["choose_account", "find_account", "resolve_recipient"]
 
@@ -21,7 +25,7 @@ def find_account(store: Any, wanted: str) -> Any | None:
     return None
 
 
-def _usable(acc: Any, what: str = "account") -> Any:
+def _usable(acc: Account, what: str = "account") -> Any:
     if acc.state == "expired":
         raise AccountError(
             f"{what} {acc.bot_id}: the session expired; run `ilinkbot login`",
@@ -93,7 +97,7 @@ def _knows(store: Any, bot_id: str, user: str) -> bool:
     return store.get_peer(bot_id, user) is not None or store.resolve_alias(bot_id, user) is not None
 
 
-def resolve_recipient(store: Any, account: Any, to: str | None) -> str:
+def resolve_recipient(store: Any, account: Account, to: str | None) -> str:
     """A user id from an alias, a user id, or ``None`` (the account's owner)."""
     if not to:
         if not account.owner_user_id:
@@ -108,3 +112,10 @@ def resolve_recipient(store: Any, account: Any, to: str | None) -> str:
         f"unknown recipient {to!r}: not an alias of {account.bot_id} "
         "and not a user id (user ids look like xxx@im.wechat)"
     )
+
+
+def mark_expired(store: Any, bot_id: str) -> None:
+    """The server answered -14 for ``bot_id``: its token is stale. The one place that marks an
+    account expired, and says what to do about it."""
+    store.set_account_state(bot_id, "expired")
+    _log.error("session_expired", account=bot_id, hint="run `ilinkbot login`")

@@ -128,6 +128,33 @@ class Bot(Router):
         )
         return await self.runtime.push(request, to=to, account=account)
 
+    async def broadcast(
+        self,
+        text: str | None = None,
+        *,
+        to: list[str],
+        title: str | None = None,
+        image: str | Path | None = None,
+        file: str | Path | None = None,
+        video: str | Path | None = None,
+        caption: str | None = None,
+        account: str | None = None,
+    ) -> SendResult:
+        """Push one message to many users: up to ``send_concurrency`` at a time, paced by
+        ``fanout_per_second``; all or nothing if one of them never wrote to the bot."""
+        if not to:
+            raise ValueError("broadcast needs at least one recipient")
+        return await self.send(
+            text,
+            to=list(to),
+            title=title,
+            image=image,
+            file=file,
+            video=video,
+            caption=caption,
+            account=account,
+        )
+
     # ---- running ------------------------------------------------------------------------------
 
     def run(self, *, accounts: list[str] | None = None) -> int:

@@ -11,9 +11,13 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ilinkbot.cdn.domains import DEFAULT_CDN_DOMAINS
-from ilinkbot.ilink._version import DEFAULT_CHANNEL_VERSION, __version__
-from ilinkbot.ilink.defaults import DEFAULT_BASE_URL, DEFAULT_CDN_BASE_URL
+from ilinkbot.cdn import DEFAULT_CDN_DOMAINS
+from ilinkbot.ilink import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CDN_BASE_URL,
+    DEFAULT_CHANNEL_VERSION,
+    __version__,
+)
 
 __all__ = ["LOG_LEVELS", "Config", "ConfigError", "load_config"]
 
@@ -42,6 +46,10 @@ class Config:
     chunk_size: int = 2000
     held_digest: bool = False
     send_max_attempts: int = 5
+    #: A push to many users keeps this many sends in flight (one user's messages in order).
+    send_concurrency: int = 16
+    #: ... and sends at most this many messages a second from one account (see bot/pacing.py).
+    fanout_per_second: int = 5
     handler_max_attempts: int = 5
     media_max_bytes: int = 100 * 1024 * 1024
     login_timeout_seconds: int = 480

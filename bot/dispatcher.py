@@ -16,6 +16,7 @@ from typing import Any
 
 from ilinkbot.ilink import WeixinMessage
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account, InboxRow
 
 from .inbound import MALFORMED_SENDER, inbound_record
 from .message import Context, Message, ReplyIds
@@ -60,21 +61,23 @@ class Dispatcher:
 
     # ---- without a poll loop ---------------------------------------------------------------
 
-    async def feed(self, account: Any, update: WeixinMessage | dict[str, Any]) -> Any:
+    async def feed(self, account: Account, update: WeixinMessage | dict[str, Any]) -> Any:
         """Store ``update`` as a poll would (the cursor stays where it is), handle it now,
         and return its inbox row as it ends: handled, or dead-lettered. ``None`` when the
         update was seen before (a ``message_id`` is handled once)."""
         store = self.runtime.store
         wx = update if isinstance(update, WeixinMessage) else WeixinMessage.from_dict(update)
-        rows = await asyncio.to_thread(store.record_batch, account.bot_id, [inbound_record(wx)], "")
+        rows = await self.runtime.service.call(
+            store.record_batch, account.bot_id, [inbound_record(wx)], ""
+        )
         if not rows:
             return None
         await self.handle(account, rows[0])
-        return await asyncio.to_thread(store.get_inbox, rows[0].id)
+        return await self.runtime.service.read(store.get_inbox, rows[0].id)
 
     # ---- from a poll loop ----------------------------------------------------------------------
 
-    def dispatch(self, account: Any, row: Any) -> None:
+    def dispatch(self, account: Account, row: InboxRow) -> None:
         """Queue ``row`` behind its user's earlier messages; returns at once."""
         if row.id in self._inflight:
             return
@@ -101,7 +104,7 @@ class Dispatcher:
             _log.warning("handlers_cancelled_at_shutdown", count=len(pending))
 
     async def _user_worker(
-        self, key: tuple[str, str], account: Any, queue: asyncio.Queue[Any]
+        self, key: tuple[str, str], account: Account, queue: asyncio.Queue[Any]
     ) -> None:
         try:
             while not queue.empty():
@@ -119,12 +122,12 @@ class Dispatcher:
 
     # ---- one message -------------------------------------------------------------------------
 
-    async def handle(self, account: Any, row: Any) -> None:
+    async def handle(self, account: Account, row: InboxRow) -> None:
         """Run the first matching handler for ``row`` until it succeeds or is dead-lettered."""
         runtime = self.runtime
         store = runtime.store
         if not row.user_id or row.user_id == MALFORMED_SENDER:
-            await asyncio.to_thread(
+            await runtime.service.call(
                 store.record_handler_failure, row.id, "malformed message: no sender", max_attempts=1
             )
             _log.warning("malformed_message_kept", account=account.bot_id, inbox_id=row.id)
@@ -141,7 +144,7 @@ class Dispatcher:
                 if handler is not None:
                     await call_flexibly(handler.func, msg, ctx)
                 await ctx.flush()  # its data writes are stored before it counts as handled
-                await asyncio.to_thread(store.mark_handled, row.id)
+                await runtime.service.call(store.mark_handled, row.id)
                 return
             except asyncio.CancelledError:
                 raise
@@ -159,7 +162,7 @@ class Dispatcher:
                         await call_flexibly(on_error, exc, msg, ctx)
                     except Exception:
                         _log.exception("error_handler_failed")
-                updated = await asyncio.to_thread(
+                updated = await runtime.service.call(
                     store.record_handler_failure,
                     row.id,
                     f"{type(exc).__name__}: {exc}",
@@ -177,7 +180,7 @@ class Dispatcher:
                     return
                 await pause(backoff(attempt))
 
-    def _handling(self, account: Any, row: Any, namespace: str) -> tuple[Message, Context]:
+    def _handling(self, account: Account, row: InboxRow, namespace: str) -> tuple[Message, Context]:
         ids = ReplyIds(account.bot_id, row, namespace)
         return (
             Message(self.runtime, account, row, ids),

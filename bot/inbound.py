@@ -10,7 +10,7 @@ from typing import Any
 
 from ilinkbot.ilink import UpdatesBatch, WeixinMessage
 from ilinkbot.ilink.log import get_logger, register_secret
-from ilinkbot.store import InboundRecord
+from ilinkbot.store import Account, InboundRecord, InboxRow
 
 from .outbox import Outbox
 
@@ -77,7 +77,7 @@ def inbound_record(msg: WeixinMessage | Any) -> InboundRecord:
 
 
 async def absorb_batch(
-    outbox: Outbox, account: Any, batch: UpdatesBatch, *, release: bool = True
+    outbox: Outbox, account: Account, batch: UpdatesBatch, *, release: bool = True
 ) -> list[Any]:
     """Record ``batch`` and (with ``release``) deliver what was held for everyone who wrote
     in it. A poller releases itself, so that delivery runs in a task of its own.
@@ -97,7 +97,7 @@ async def absorb_batch(
     return list(rows)
 
 
-def writers(rows: list[Any]) -> list[str]:
+def writers(rows: list[InboxRow]) -> list[str]:
     """The users who wrote the inbox ``rows``, once each, in order."""
     return list(
         dict.fromkeys(r.user_id for r in rows if r.user_id and r.user_id != MALFORMED_SENDER)

@@ -32,7 +32,10 @@ __all__ = [
     "LoginFailed",
     "LoginResult",
     "LoginStore",
+    "QrCheck",
     "QrTicket",
+    "check_once",
+    "finish_login",
     "poll_interval",
     "redirect_base",
     "run_login",
@@ -115,7 +118,8 @@ class LoginResult:
     """A successful login. ``status``: ``confirmed`` or ``already_bound``.
 
     ``already_bound`` (``binded_redirect``) issues no credentials: the existing ones stay;
-    ``bot_id``/``owner`` are filled only when the server named them.
+    ``bot_id``/``owner`` are filled only when the server named them. ``reconnected``: the
+    store already held an account of this owner (a binding that dropped, now renewed).
     """
 
     status: str
@@ -124,6 +128,7 @@ class LoginResult:
     base_url: str | None
     token: str | None = field(default=None, repr=False)
     qr_codes: int = 1
+    reconnected: bool = False
 
 
 class LoginFailed(Exception):
@@ -154,27 +159,116 @@ EventHandler = Callable[[LoginEvent], Awaitable[None] | None]
 VerifyCodeReader = Callable[[bool], Awaitable[str | None]]
 
 
-def _retire_same_owner(store: Any, bot_id: str, owner: str | None) -> None:
+def _retire_same_owner(store: Any, bot_id: str, owner: str | None, ref: str | None = None) -> None:
     """One WeChat user maps to one bot (as the official client does, §2.5): older accounts
-    of the same owner are logged out, so context tokens are never ambiguous. Unlike the
-    official client, their history (users, inbox, outbox) is kept, and what they had not
-    sent yet (including pushes that met -14) moves to the new account, held until each
-    user writes to it, with their aliases (``Store.hand_over``, one transaction)."""
+    of the same owner are logged out, so context tokens are never ambiguous. So are older
+    accounts bound for the same platform user (``ref``, serve's accounts API): a new login
+    with the same ref is a reconnect. Unlike the official client, their history (users,
+    inbox, outbox) is kept, and what they had not sent yet (including pushes that met -14)
+    moves to the new account, held until each user writes to it, with their aliases
+    (``Store.hand_over``, one transaction)."""
     if not hasattr(store, "hand_over"):
         return
     older = [
         acc.bot_id
         for acc in store.list_accounts()
-        if owner
-        and acc.bot_id != bot_id
-        and acc.owner_user_id == owner
+        if acc.bot_id != bot_id
         and acc.state != "logged_out"
+        and ((owner and acc.owner_user_id == owner) or (ref and getattr(acc, "ref", None) == ref))
     ]
     held = store.hand_over(bot_id, older)
     for old in older:
         _log.info("older_account_logged_out", bot_id=old, replaced_by=bot_id)
     if held:
         _log.info("kept_messages_held", bot_id=bot_id, count=held)
+
+
+def finish_login(
+    store: LoginStore | None, status: QrStatus, ticket: QrTicket, *, ref: str | None = None
+) -> LoginResult:
+    """Store the credentials of a ``confirmed`` status (connect, or reconnect when this
+    owner, or this platform user ``ref``, was bound before) and retire the older accounts.
+    Every way of logging in ends here, so they all behave alike."""
+    if not status.ilink_bot_id or not status.bot_token:
+        raise LoginFailed(
+            "bad_answer", "login confirmed but the server sent no bot id or token", ticket
+        )
+    reconnected = False
+    if store is not None:
+        owner = status.ilink_user_id
+        listing = getattr(store, "list_accounts", None)
+        known = listing() if owner and listing is not None else []
+        reconnected = any(
+            acc.owner_user_id == owner or (ref and getattr(acc, "ref", None) == ref)
+            for acc in known
+        )
+        store.save_account(
+            status.ilink_bot_id,
+            token=status.bot_token,
+            base_url=status.baseurl,
+            owner_user_id=owner,
+        )
+        if ref and hasattr(store, "set_account_ref"):
+            store.set_account_ref(status.ilink_bot_id, ref)
+        _retire_same_owner(store, status.ilink_bot_id, owner, ref)
+    _log.info("login_confirmed", bot_id=status.ilink_bot_id, reconnected=reconnected)
+    return LoginResult(
+        status="confirmed",
+        bot_id=status.ilink_bot_id,
+        owner=status.ilink_user_id,
+        base_url=status.baseurl,
+        token=status.bot_token,
+        qr_codes=ticket.number,
+        reconnected=reconnected,
+    )
+
+
+@dataclass(frozen=True)
+class QrCheck:
+    """One status check of a QR code (:func:`check_once`).
+
+    ``status``: the server's word (``wait``, ``scaned``, ``need_verifycode``, ``expired``,
+    ``verify_code_blocked``, ``confirmed``, ``binded_redirect``). ``ticket``: the code with
+    its poll base (moved on ``scaned_but_redirect``). ``result``: set when done."""
+
+    status: str
+    ticket: QrTicket
+    result: LoginResult | None = None
+
+
+async def check_once(
+    client: IlinkClient,
+    store: LoginStore | None,
+    ticket: QrTicket,
+    *,
+    verify_code: str | None = None,
+    timeout: float = QR_STATUS_TIMEOUT,
+) -> QrCheck:
+    """Ask once for ``ticket``'s status (no loop, no new QR code: the caller decides).
+
+    On ``confirmed`` the credentials are stored as :func:`run_login` does."""
+    status = await client.get_qrcode_status(
+        ticket.qrcode,
+        verify_code=verify_code or None,
+        base_url=ticket.poll_base,
+        timeout=max(0.1, timeout),
+    )
+    kind = status.status
+    if kind == "confirmed":
+        return QrCheck(kind, ticket, finish_login(store, status, ticket))
+    if kind == "binded_redirect":
+        result = LoginResult(
+            status="already_bound",
+            bot_id=status.ilink_bot_id,
+            owner=status.ilink_user_id,
+            base_url=status.baseurl,
+            qr_codes=ticket.number,
+        )
+        return QrCheck(kind, ticket, result)
+    if kind == "scaned_but_redirect" and status.redirect_host:
+        ticket = replace(ticket, poll_base=redirect_base(ticket.poll_base, status.redirect_host))
+        kind = "scaned"
+    return QrCheck(kind, ticket)
 
 
 async def _notify(on_event: EventHandler | None, event: LoginEvent) -> None:
@@ -196,6 +290,7 @@ async def run_login(
     interval: float | None = None,
     resume: QrTicket | None = None,
     local_tokens: list[str] | None = None,
+    ref: str | None = None,
 ) -> LoginResult:
     """Run one QR login to its end.
 
@@ -205,7 +300,9 @@ async def run_login(
     ``read_verify_code(retry)`` returns the number shown on the phone, or None to give up.
     ``timeout`` bounds the whole login in seconds (at least 1 s). ``resume`` continues
     polling an already issued code instead of fetching a new one (its ``number`` counts
-    towards ``max_qr``). Raises :class:`LoginFailed`.
+    towards ``max_qr``). ``ref`` (a platform's own user id) is kept with the new account, and
+    older accounts with the same ref are replaced like those of the same owner.
+    Raises :class:`LoginFailed`.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(float(timeout), 1.0)
@@ -256,28 +353,9 @@ async def run_login(
         _log.debug("qr_status", status=kind, number=ticket.number)
 
         if kind == "confirmed":
-            if not status.ilink_bot_id or not status.bot_token:
-                raise LoginFailed(
-                    "bad_answer", "login confirmed but the server sent no bot id or token", ticket
-                )
-            if store is not None:
-                store.save_account(
-                    status.ilink_bot_id,
-                    token=status.bot_token,
-                    base_url=status.baseurl,
-                    owner_user_id=status.ilink_user_id,
-                )
-                _retire_same_owner(store, status.ilink_bot_id, status.ilink_user_id)
-            _log.info("login_confirmed", bot_id=status.ilink_bot_id)
+            result = finish_login(store, status, ticket, ref=ref)
             await _notify(on_event, LoginEvent("confirmed", ticket, status.ilink_bot_id))
-            return LoginResult(
-                status="confirmed",
-                bot_id=status.ilink_bot_id,
-                owner=status.ilink_user_id,
-                base_url=status.baseurl,
-                token=status.bot_token,
-                qr_codes=ticket.number,
-            )
+            return result
         if kind == "binded_redirect":
             _log.info("login_already_bound", bot_id=status.ilink_bot_id)
             await _notify(on_event, LoginEvent("already_bound", ticket, status.ilink_bot_id))

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, MutableMapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    MutableMapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC
@@ -16,10 +24,11 @@ from ilinkbot.ilink import MessageItem, WeixinMessage
 from ilinkbot.ilink.log import get_logger
 from ilinkbot.ilink.models import MessageItemType
 from ilinkbot.ilink.wire import derived_client_id
-from ilinkbot.store import Store
+from ilinkbot.store import Account, InboxRow, Store
 
 from .config import Config
-from .outbox import SendResult, media_payload, text_payloads
+from .outbox import SendResult
+from .payloads import Payload, media_payload, text_payloads
 from .push import PushRequest
 
 __all__ = ["Context", "HandlerRuntime", "Message", "Quote", "ReplyIds", "UserData"]
@@ -63,8 +72,10 @@ class HandlerRuntime(Protocol):
 
     def bridge(self, coro: Coroutine[Any, Any, T]) -> Any: ...
 
+    async def store_call(self, fn: Callable[..., T], /, *args: Any) -> T: ...
+
     async def submit(
-        self, account: Any, user: str, payloads: list[dict[str, Any]], client_ids: list[str]
+        self, account: Account, user: str, payloads: Sequence[Payload], client_ids: list[str]
     ) -> SendResult: ...
 
     async def push(
@@ -82,7 +93,7 @@ class HandlerRuntime(Protocol):
         self, wx: WeixinMessage, message_id: str, dest: str | Path | None
     ) -> Any: ...
 
-    def typing(self, account: Any, user: str) -> AbstractAsyncContextManager[None]: ...
+    def typing(self, account: Account, user: str) -> AbstractAsyncContextManager[None]: ...
 
 
 class ReplyIds:
@@ -94,7 +105,7 @@ class ReplyIds:
     the previous run: the outbox keeps one row per id and never sends a delivered row again.
     """
 
-    def __init__(self, account_id: str, inbox_row: Any, namespace: str = "handler") -> None:
+    def __init__(self, account_id: str, inbox_row: InboxRow, namespace: str = "handler") -> None:
         self._seed = f"{account_id}:{inbox_row.message_id}:{namespace}"
         created = inbox_row.created_at or inbox_row.received_at
         self._ms = int(created.astimezone(UTC).timestamp() * 1000) if created else 0
@@ -115,8 +126,8 @@ class Message:
     def __init__(
         self,
         runtime: HandlerRuntime,
-        account: Any,
-        inbox_row: Any,
+        account: Account,
+        inbox_row: InboxRow,
         ids: ReplyIds | None = None,
     ) -> None:
         self._runtime = runtime
@@ -208,7 +219,7 @@ class Message:
     def reply_video(self, video: str | Path | bytes, *, caption: str | None = None) -> Any:
         return self._bridge(self._submit_media(video, "video", caption))
 
-    async def _submit(self, payloads: list[dict[str, Any]]) -> SendResult:
+    async def _submit(self, payloads: Sequence[Payload]) -> SendResult:
         ids = self._ids.take(len(payloads))
         return await self._runtime.submit(self.account, self.user, payloads, ids)
 
@@ -220,9 +231,9 @@ class Message:
         file_name: str | None = None,
     ) -> SendResult:
         path = self._runtime.keep_media(source, file_name or f"reply.{_ext(kind)}")
-        payloads = (
-            text_payloads(caption, chunk_size=self._runtime.config.chunk_size) if caption else []
-        )
+        payloads: list[Payload] = []
+        if caption:
+            payloads += text_payloads(caption, chunk_size=self._runtime.config.chunk_size)
         payloads.append(media_payload(path, kind=kind, file_name=file_name))
         return await self._submit(payloads)
 
@@ -249,8 +260,15 @@ class UserData(MutableMapping[str, Any]):
     updates the copy at once and is written in the background, in order, and the message is
     marked handled only after every such write has reached the store."""
 
-    def __init__(self, store: Store, bot_id: str, user_id: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bot_id: str,
+        user_id: str,
+        call: Callable[..., Awaitable[Any]],
+    ) -> None:
         self._store, self._bot_id, self._user = store, bot_id, user_id
+        self._call = call  # how a write runs from the event loop (the runtime decides)
         self._cache: dict[str, Any] = dict(store.get_user_data(bot_id, user_id))
         self._last_write: asyncio.Task[None] | None = None
 
@@ -298,7 +316,7 @@ class UserData(MutableMapping[str, Any]):
         async def write() -> None:
             if previous is not None:
                 await previous  # in the order the handler wrote
-            await asyncio.to_thread(fn, *args)
+            await self._call(fn, *args)
 
         self._last_write = asyncio.get_running_loop().create_task(write())
 
@@ -310,7 +328,7 @@ class Context:
     def __init__(
         self,
         runtime: HandlerRuntime,
-        account: Any,
+        account: Account,
         user: str | None = None,
         ids: ReplyIds | None = None,
     ) -> None:
@@ -332,7 +350,7 @@ class Context:
         return self._data
 
     def user_data(self, user_id: str) -> UserData:
-        data = UserData(self._runtime.store, self.account.bot_id, user_id)
+        data = UserData(self._runtime.store, self.account.bot_id, user_id, self._runtime.store_call)
         self._opened.append(data)
         return data
 

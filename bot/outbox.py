@@ -26,11 +26,19 @@ from ilinkbot.ilink import (
     build_send_body,
 )
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account, OutboxRow
 
 from .errors import NoContextError
+from .events import Events
 from .metrics import METRICS
+from .payloads import (
+    ItemPayload,
+    Payload,
+    TextPayload,
+    payload_from_json,
+    text_payloads,
+)
 from .service import Service
-from .textsplit import split_text
 from .waiting import backoff, pause
 from .window import window_state
 
@@ -38,8 +46,6 @@ __all__ = [
     "MessageOutcome",
     "Outbox",
     "SendResult",
-    "media_payload",
-    "text_payloads",
 ]
 
 _log = get_logger("ilinkbot.outbox")
@@ -114,39 +120,13 @@ class SendResult:
         return cls(state=worst, messages=list(outcomes))
 
 
-def text_payloads(
-    text: str, *, title: str | None = None, chunk_size: int = 2000, run_id: str | None = None
-) -> list[dict[str, Any]]:
-    """One payload per chunk of ``text`` (with the title as its first line)."""
-    body = f"{title}\n\n{text}" if title and text else (title or text)
-    if not body.strip():
-        raise ValueError("nothing to send: the text is empty")
-    return [
-        {"item": {"type": 1, "text_item": {"text": chunk}}, "run_id": run_id}
-        for chunk in split_text(body, chunk_size)
-    ]
-
-
-def media_payload(
-    path: Path | str,
-    *,
-    kind: str | None = None,
-    file_name: str | None = None,
-    run_id: str | None = None,
-) -> dict[str, Any]:
-    """A payload that uploads ``path`` when first sent (the upload result is kept)."""
-    p = Path(path).expanduser().resolve()
-    if not p.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    media = {"path": str(p), "kind": kind, "file_name": file_name, "upload": None}
-    return {"media": media, "run_id": run_id}
-
-
 class Outbox:
     """Stores and delivers messages for the accounts of one :class:`Service`."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, *, events: Events | None = None) -> None:
         self.svc = service
+        #: Told of every row's new state (``serve --webhook``).
+        self.events = events or Events()
         self.store = service.store
         self.config = service.config
         #: Called with (bytes_done, total) during uploads (CLI progress bar).
@@ -156,9 +136,9 @@ class Outbox:
 
     async def submit(
         self,
-        account: Any,
+        account: Account,
         user_id: str,
-        payloads: Sequence[dict[str, Any]],
+        payloads: Sequence[Payload],
         *,
         client_ids: Sequence[str] | None = None,
         deliver: bool = True,
@@ -175,7 +155,7 @@ class Outbox:
         if not deliver:
             await self.svc.read(check_peer)
             queued = await self.svc.call(
-                store.enqueue, account.bot_id, user_id, list(payloads), client_ids=client_ids
+                store.enqueue, account.bot_id, user_id, _stored(payloads), client_ids=client_ids
             )
             return SendResult.combine(
                 [MessageOutcome(r.id, r.user_id, r.client_id, "pending") for r in queued]
@@ -188,7 +168,7 @@ class Outbox:
             rows, claimed = store.enqueue_claimed(
                 account.bot_id,
                 user_id,
-                list(payloads),
+                _stored(payloads),
                 client_ids=client_ids,
                 lease_seconds=self.config.send_lease_seconds,
                 nowait=nowait,
@@ -227,9 +207,9 @@ class Outbox:
 
     async def keep(
         self,
-        account: Any,
+        account: Account,
         user_id: str,
-        payloads: Sequence[dict[str, Any]],
+        payloads: Sequence[Payload],
         *,
         client_ids: Sequence[str] | None = None,
     ) -> SendResult:
@@ -247,7 +227,7 @@ class Outbox:
             store.enqueue,
             account.bot_id,
             user_id,
-            list(payloads),
+            _stored(payloads),
             client_ids=client_ids,
             state="session_expired",
         )
@@ -262,7 +242,7 @@ class Outbox:
 
     async def drain(
         self,
-        account: Any,
+        account: Account,
         user_id: str | None = None,
         *,
         claimed: Sequence[Any] | None = None,
@@ -295,7 +275,7 @@ class Outbox:
 
     async def _drain(
         self,
-        account: Any,
+        account: Account,
         user_id: str | None,
         claimed: Sequence[Any] | None,
         peers: dict[str, Any],
@@ -359,14 +339,14 @@ class Outbox:
                 return outcomes
             rows = []
 
-    async def release(self, account: Any, user_id: str) -> list[MessageOutcome]:
+    async def release(self, account: Account, user_id: str) -> list[MessageOutcome]:
         """The user just wrote: held rows go back to pending and are delivered first, in
         order."""
         if not await self.unhold(account, user_id):
             return []
         return await self.drain(account, user_id)
 
-    async def unhold(self, account: Any, user_id: str) -> bool:
+    async def unhold(self, account: Account, user_id: str) -> bool:
         """Held rows of ``user_id`` go back to pending (merged into one digest when
         ``held_digest`` is on), ahead of anything sent after; whether there were any."""
         released = await self.svc.call(self.store.release_held, account.bot_id, user_id)
@@ -377,7 +357,11 @@ class Outbox:
     # ---- one row -----------------------------------------------------------------------
 
     async def _deliver(
-        self, account: Any, row: Any, peers: dict[str, Any], sent: list[tuple[int, str | None]]
+        self,
+        account: Account,
+        row: OutboxRow,
+        peers: dict[str, Any],
+        sent: list[tuple[int, str | None]],
     ) -> MessageOutcome:
         def done(
             state: str, message_id: str | None = None, reason: str | None = None
@@ -391,7 +375,9 @@ class Outbox:
                 message_id=message_id,
                 reason=reason,
             )
-            return MessageOutcome(row.id, row.user_id, row.client_id, state, message_id, reason)
+            outcome = MessageOutcome(row.id, row.user_id, row.client_id, state, message_id, reason)
+            self.events.delivery_changed(account, outcome)
+            return outcome
 
         # The peer is read once per pass and counted locally after each send (the store
         # counts too, in mark_sent); a user who wrote meanwhile only widens the window.
@@ -460,7 +446,7 @@ class Outbox:
         return await self._failed(row, last, done)
 
     async def _failed(
-        self, row: Any, exc: IlinkError, done: Callable[..., MessageOutcome]
+        self, row: OutboxRow, exc: IlinkError, done: Callable[..., MessageOutcome]
     ) -> MessageOutcome:
         retryable = _retryable(exc)
         updated = await self.svc.call(
@@ -473,51 +459,48 @@ class Outbox:
         state = getattr(updated, "state", None) or ("pending" if retryable else "failed")
         return done("pending" if state == "pending" else "failed", reason=str(exc))
 
-    async def _item(self, account: Any, client: Any, row: Any) -> dict[str, Any]:
-        payload = row.payload or {}
-        if "item" in payload:
-            item: dict[str, Any] = payload["item"]
-            return item
-        media = payload.get("media")
-        if not isinstance(media, dict):
-            raise ValueError("outbox payload has neither an item nor media")
+    async def _item(self, account: Account, client: Any, row: OutboxRow) -> dict[str, Any]:
+        payload = payload_from_json(row.payload)
+        if isinstance(payload, TextPayload | ItemPayload):
+            return payload.to_json()["item"]  # type: ignore[no-any-return]
         from ilinkbot.cdn import MediaKind, UploadedMedia, upload_media
 
-        if media.get("upload"):
-            uploaded = UploadedMedia.from_dict(media["upload"])
+        if payload.upload:
+            uploaded = UploadedMedia.from_dict(payload.upload)
         else:
             uploaded = await upload_media(
                 client,
                 self.config.cdn_base_url,
-                Path(media["path"]),
+                Path(payload.path),
                 to_user_id=row.user_id,
-                kind=MediaKind(media["kind"]) if media.get("kind") else None,
-                file_name=media.get("file_name"),
+                kind=MediaKind(payload.kind) if payload.kind else None,
+                file_name=payload.file_name,
                 progress=self.progress,
             )
             # Keep the upload with the row: a retried send does not upload again.
-            new_payload = {**payload, "media": {**media, "upload": uploaded.to_dict()}}
-            await self.svc.call(self.store.update_outbox_payload, row.id, new_payload)
+            kept = payload.uploaded(uploaded.to_dict()).to_json()
+            await self.svc.call(self.store.update_outbox_payload, row.id, kept)
         return uploaded.to_item()
 
-    async def _session_expired(self, account: Any, rows: Sequence[Any]) -> None:
-        _log.error(
-            "session_expired",
-            account=account.bot_id,
-            hint="run `ilinkbot login`; the messages stay in the outbox",
-        )
-        await self.svc.call(self.store.set_account_state, account.bot_id, "expired")
-        await self.svc.call(
-            self.store.mark_session_expired, [r.id for r in rows], "session expired (-14)"
-        )
+    async def _session_expired(self, account: Account, rows: Sequence[OutboxRow]) -> None:
+        await self.svc.mark_expired(account.bot_id)
+        _log.info("kept_for_next_login", account=account.bot_id, messages=len(rows))
+        reason = "session expired (-14)"
+        await self.svc.call(self.store.mark_session_expired, [r.id for r in rows], reason)
+        for r in rows:
+            outcome = MessageOutcome(r.id, r.user_id, r.client_id, "session_expired", None, reason)
+            self.events.delivery_changed(account, outcome)
 
-    async def _merge_into_digest(self, account: Any, user_id: str, rows: Sequence[Any]) -> None:
-        texts = [(r.payload or {}).get("item", {}).get("text_item", {}).get("text") for r in rows]
-        if not all(isinstance(t, str) for t in texts):
+    async def _merge_into_digest(
+        self, account: Account, user_id: str, rows: Sequence[OutboxRow]
+    ) -> None:
+        held = [payload_from_json(r.payload) for r in rows]
+        texts = [p.text for p in held if isinstance(p, TextPayload)]
+        if len(texts) != len(held):
             return  # media rows are never merged
         header = f"{len(rows)} messages held while the chat was inactive:"
         digest = header + "".join(f"\n\n— {t}" for t in texts)
-        payloads = text_payloads(digest, chunk_size=self.config.chunk_size)
+        payloads = _stored(text_payloads(digest, chunk_size=self.config.chunk_size))
         await self.svc.call(self.store.enqueue, account.bot_id, user_id, payloads, group="digest")
         for r in rows:
             await self.svc.call(self.store.drop_outbox, r.id)
@@ -537,3 +520,8 @@ def _retryable(exc: IlinkError) -> bool:
     if isinstance(exc, ApiError):
         return False
     return exc.retryable
+
+
+def _stored(payloads: Sequence[Payload]) -> list[dict[str, Any]]:
+    """What the store keeps of each payload (JSON)."""
+    return [p.to_json() for p in payloads]

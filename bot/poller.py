@@ -20,6 +20,7 @@ from typing import Any
 
 from ilinkbot.ilink import IlinkError, SessionExpired
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account, InboxRow
 
 from .dispatcher import Dispatcher
 from .inbound import absorb_batch, writers
@@ -43,7 +44,7 @@ DRAIN_EVERY_SECONDS = 15.0
 class Poller:
     def __init__(
         self,
-        account: Any,
+        account: Account,
         runtime: Runtime,
         dispatcher: Dispatcher,
         *,
@@ -75,6 +76,7 @@ class Poller:
     async def run(self) -> str:
         """Poll while this process holds the lease: ``expired`` or ``stopped`` at the end."""
         store = self.runtime.store
+        svc = self.runtime.service
         bot_id = self.account.bot_id
         ttl = self.runtime.config.poll_lease_seconds
         retry = min(ttl / 3, RETRY_LEASE_SECONDS)
@@ -84,11 +86,11 @@ class Poller:
                 if not self.share.try_take(bot_id):
                     await self._sleep(retry)  # this worker polls its share already
                     continue
-                got = await asyncio.to_thread(store.acquire_lease, bot_id, self.owner, ttl)
+                got = await svc.call(store.acquire_lease, bot_id, self.owner, ttl)
                 if not got:
                     self.share.give_back(bot_id)
                     if not announced:
-                        holder = await asyncio.to_thread(store.lease_holder, bot_id)
+                        holder = await svc.read(store.lease_holder, bot_id)
                         _log.debug("account_polled_elsewhere", account=bot_id, holder=holder)
                         announced = True
                     await self._sleep(retry)
@@ -97,7 +99,7 @@ class Poller:
                 try:
                     outcome = await self._poll()
                 finally:
-                    await asyncio.to_thread(store.release_lease, bot_id, self.owner)
+                    await svc.call(store.release_lease, bot_id, self.owner)
                     self.share.give_back(bot_id)
                 if outcome in ("expired", "stopped"):
                     return outcome
@@ -114,7 +116,7 @@ class Poller:
         while True:
             await asyncio.sleep(ttl / 3)
             try:
-                ok = await asyncio.to_thread(
+                ok = await self.runtime.service.call(
                     self.runtime.store.acquire_lease, self.account.bot_id, self.owner, ttl
                 )
             except Exception:
@@ -137,7 +139,7 @@ class Poller:
         try:
             await self._best_effort(client.notify_start(), "notifystart")
             await self._handle_backlog()
-            cursor = await asyncio.to_thread(store.get_cursor, account.bot_id)
+            cursor = await self.runtime.service.read(store.get_cursor, account.bot_id)
             failures = 0
             while not self.stop.is_set():
                 if lost.is_set():
@@ -158,13 +160,8 @@ class Poller:
                 try:
                     batch = poll.result()
                 except SessionExpired:
-                    await asyncio.to_thread(store.set_account_state, account.bot_id, "expired")
+                    await self.runtime.service.mark_expired(account.bot_id)
                     self.expired = True
-                    _log.error(
-                        "session_expired",
-                        account=account.bot_id,
-                        hint="run `ilinkbot login` to log this account in again",
-                    )
                     return "expired"
                 except IlinkError as exc:
                     failures += 1
@@ -188,6 +185,7 @@ class Poller:
                     continue
                 if batch.cursor:
                     cursor = batch.cursor
+                self.runtime.events.messages_stored(account, rows)
                 await self._release_held(rows)
                 for row in rows:
                     self.dispatcher.dispatch(account, row)
@@ -199,7 +197,7 @@ class Poller:
             await self._best_effort(client.notify_stop(), "notifystop")
 
     async def _handle_backlog(self) -> None:
-        rows = await asyncio.to_thread(self.runtime.store.unhandled, self.account.bot_id)
+        rows = await self.runtime.service.read(self.runtime.store.unhandled, self.account.bot_id)
         if self.runtime.config.skip_backlog:
             rows = await self._skip_older(rows)
         if rows:
@@ -207,7 +205,7 @@ class Poller:
         for row in rows:
             self.dispatcher.dispatch(self.account, row)
 
-    async def _skip_older(self, rows: list[Any]) -> list[Any]:
+    async def _skip_older(self, rows: list[InboxRow]) -> list[Any]:
         """Mark the rows stored before this run started handled, without handlers (what
         python-telegram-bot calls ``drop_pending_updates``); return the others."""
         old = [r for r in rows if r.received_at < self.started]
@@ -217,7 +215,7 @@ class Poller:
             for r in old:
                 store.mark_handled(r.id)
 
-        await asyncio.to_thread(mark)
+        await self.runtime.service.call(mark)
         if old or not self._skipped:
             _log.info("backlog_skipped", account=self.account.bot_id, count=len(old))
         self._skipped = True
@@ -225,7 +223,7 @@ class Poller:
 
     # ---- the outbox, in tasks of their own ------------------------------------------------
 
-    async def _release_held(self, rows: list[Any]) -> None:
+    async def _release_held(self, rows: list[InboxRow]) -> None:
         """Held rows of each user who wrote go back to pending now, ahead of the replies
         their messages will get; delivering them is a task of its own."""
         outbox = self.runtime.outbox

@@ -14,13 +14,15 @@ from typing import Any
 import httpx
 from ilinkbot.ilink import IlinkError, SessionExpired
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account
 
 from .accounts import choose_account, find_account, resolve_recipient
 from .config import Config, load_config
 from .errors import AccountError, BotError, NoContextError
 from .exitcodes import Exit
 from .inbound import absorb_batch
-from .outbox import MessageOutcome, Outbox, SendResult, media_payload, text_payloads
+from .outbox import MessageOutcome, Outbox, SendResult
+from .payloads import Payload, media_payload, text_payloads
 from .service import Service
 
 __all__ = ["PushRequest", "catch_up", "push", "send_to_wechat", "utf8_text"]
@@ -73,8 +75,8 @@ class PushRequest:
         self.caption = utf8_text(caption, "caption")
         self.media = media[0] if media else None
 
-    def payloads(self, chunk_size: int, run_id: str | None = None) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def payloads(self, chunk_size: int, run_id: str | None = None) -> list[Payload]:
+        out: list[Payload] = []
         lead = self.caption if self.media else None
         if self.text or self.title or lead:
             body = "\n\n".join(x for x in (self.text, lead) if x)
@@ -85,7 +87,7 @@ class PushRequest:
         return out
 
 
-async def catch_up(outbox: Outbox, account: Any, *, seconds: float = CATCH_UP_SECONDS) -> int:
+async def catch_up(outbox: Outbox, account: Account, *, seconds: float = CATCH_UP_SECONDS) -> int:
     """One short getupdates pass when no ``ilinkbot run`` polls this account, so a push
     sees the newest context tokens. What arrives is stored (inbox, cursor, tokens) for
     a later ``run`` to handle. Returns the number of new messages."""
@@ -152,8 +154,7 @@ async def push(
         try:
             await catch_up(outbox, acc, seconds=catch_up_seconds)
         except SessionExpired:
-            await svc.call(store.set_account_state, acc.bot_id, "expired")
-            _log.error("session_expired", account=acc.bot_id, hint="run `ilinkbot login`")
+            await svc.mark_expired(acc.bot_id)
             expired = True
     if expired:
         # Nothing can go out on this token, but the push is kept for the owner's next
@@ -170,12 +171,53 @@ async def push(
         return SendResult.combine(kept)
     if acc.last_used_at is None or datetime.now(UTC) - acc.last_used_at > TOUCH_EVERY:
         await svc.call(store.touch_account, acc.bot_id)
-    outcomes: list[MessageOutcome] = []
-    for user in users:
+    if len(users) == 1:
         ids = next_ids(len(payloads)) if next_ids else None
-        result = await outbox.submit(acc, user, payloads, client_ids=ids)
-        outcomes += result.messages
-    return SendResult.combine(outcomes)
+        return await outbox.submit(acc, users[0], payloads, client_ids=ids)
+    return await _fan_out(svc, outbox, acc, users, payloads, next_ids)
+
+
+async def _fan_out(
+    svc: Service,
+    outbox: Outbox,
+    account: Account,
+    users: list[str],
+    payloads: list[Payload],
+    next_ids: Callable[[int], list[str]] | None,
+) -> SendResult:
+    """One push to many users: up to ``send_concurrency`` users at a time, each user's
+    messages in order, paced by ``fanout_per_second`` for the account."""
+
+    def every_user_can_be_messaged() -> None:
+        # All or nothing: a recipient who never wrote fails the push before anyone gets it.
+        for user in dict.fromkeys(users):
+            peer = svc.store.get_peer(account.bot_id, user)
+            if peer is None or not peer.context_token:
+                raise NoContextError(user)
+
+    await svc.read(every_user_can_be_messaged)
+    slots = asyncio.Semaphore(svc.config.send_concurrency)
+    pacer = svc.pacer(account.bot_id)
+    # ids are taken up front, in the users' order, so that they do not depend on timing
+    ids = [next_ids(len(payloads)) if next_ids else None for _ in users]
+
+    async def one(user: str, client_ids: list[str] | None) -> list[MessageOutcome]:
+        async with slots:
+            await pacer.take(len(payloads))
+            return (await outbox.submit(account, user, payloads, client_ids=client_ids)).messages
+
+    # A user named twice gets the push twice, one after the other.
+    by_user: dict[str, list[int]] = {}
+    for i, user in enumerate(users):
+        by_user.setdefault(user, []).append(i)
+    results: list[list[MessageOutcome]] = [[] for _ in users]
+
+    async def user_in_order(user: str, positions: list[int]) -> None:
+        for i in positions:
+            results[i] = await one(user, ids[i])
+
+    await asyncio.gather(*(user_in_order(u, p) for u, p in by_user.items()))
+    return SendResult.combine([o for outcome in results for o in outcome])
 
 
 def _expired_account(store: Any, wanted: str | None) -> Any | None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ilinkbot.ilink.log import get_logger
+from ilinkbot.store import Account
 
 from . import spool
 from .accounts import choose_account, find_account
@@ -99,7 +100,7 @@ class Runner:
             for task in helpers:
                 task.cancel()
             await self._dispatcher.finish(bot.config.shutdown_grace_seconds)
-            await asyncio.to_thread(bot.store.retire_worker, self.owner)
+            await runtime.service.call(bot.store.retire_worker, self.owner)
             runtime.polling = False
             await bot.aclose()
         if self.stop_requested:
@@ -132,7 +133,7 @@ class Runner:
 
     # ---- accounts that come and go --------------------------------------------------------------
 
-    def _start(self, account: Any) -> None:
+    def _start(self, account: Account) -> None:
         assert self._dispatcher is not None
         poller = Poller(
             account,
@@ -190,7 +191,7 @@ class Runner:
         """Heartbeat, then poll at most a fair share of the accounts: let go of the excess
         (another worker takes it). Accounts named on the command line are never shared."""
         ttl = self.bot.config.poll_lease_seconds
-        workers = await asyncio.to_thread(self.bot.store.heartbeat_worker, self.owner, ttl)
+        workers = await self.bot.service.call(self.bot.store.heartbeat_worker, self.owner, ttl)
         if self.wanted:
             return
         before = self.share.limit
@@ -211,22 +212,22 @@ class Runner:
         if self.wanted:
             found = []
             for w in self.wanted:
-                acc = await asyncio.to_thread(find_account, store, w)
+                acc = await self.bot.service.read(find_account, store, w)
                 if acc is not None:
                     found.append(acc)
         else:
-            found = await asyncio.to_thread(store.list_accounts)
+            found = await self.bot.service.read(store.list_accounts)
         return [a for a in found if a.state == "active" and a.token]
 
     async def _accounts(self) -> list[Any]:
         store = self.bot.store
         for w in self.wanted or []:
-            if await asyncio.to_thread(find_account, store, w) is None:
+            if await self.bot.service.read(find_account, store, w) is None:
                 raise AccountError(f"no account {w!r}; see `ilinkbot status`")
         usable = await self._usable_accounts()
         if not usable:
             # Never start a QR login from a background process: say what to do instead.
-            await asyncio.to_thread(choose_account, store, None)  # raises the right error
+            await self.bot.service.read(choose_account, store, None)  # raises the right error
             raise AccountError("no active account; run `ilinkbot login`")
         return usable
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,11 +18,13 @@ import httpx
 from ilinkbot.ilink import IlinkError
 from ilinkbot.ilink.log import get_logger
 from ilinkbot.ilink.models import TypingStatus, WeixinMessage
-from ilinkbot.store import Store
+from ilinkbot.store import Account, Store
 
 from . import spool
 from .config import Config
+from .events import Events
 from .outbox import Outbox, SendResult
+from .payloads import Payload
 from .push import PushRequest, push
 from .scheduler import Clock
 from .service import Service
@@ -49,7 +51,9 @@ class Runtime:
     ) -> None:
         self.config = config
         self.service = Service(config, store=store, transport=transport)
-        self.outbox = Outbox(self.service)
+        #: Observers of what is received and delivered (``serve --webhook``).
+        self.events = Events()
+        self.outbox = Outbox(self.service, events=self.events)
         #: True while a receive loop polls: pushes then skip their catch-up long-poll.
         self.polling = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -76,6 +80,11 @@ class Runtime:
             return coro
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
+    async def store_call(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """A blocking store call from the loop, run as the service decides (a thread)."""
+        result: T = await self.service.call(fn, *args)
+        return result
+
     # ---- sending ----------------------------------------------------------------------------
 
     async def push(
@@ -97,7 +106,7 @@ class Runtime:
         )
 
     async def submit(
-        self, account: Any, user: str, payloads: list[dict[str, Any]], client_ids: list[str]
+        self, account: Account, user: str, payloads: Sequence[Payload], client_ids: list[str]
     ) -> SendResult:
         return await self.outbox.submit(account, user, payloads, client_ids=client_ids)
 
@@ -135,7 +144,7 @@ class Runtime:
     # ---- typing -----------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def typing(self, account: Any, user: str) -> AsyncIterator[None]:
+    async def typing(self, account: Account, user: str) -> AsyncIterator[None]:
         client = self.service.client(account)
         ticket = await self._ticket(account, user)
         keepalive: asyncio.Task[None] | None = None
@@ -160,7 +169,7 @@ class Runtime:
         except IlinkError as exc:
             _log.debug("typing_failed", user=user, error=str(exc))
 
-    async def _ticket(self, account: Any, user: str) -> str:
+    async def _ticket(self, account: Account, user: str) -> str:
         async def fetch() -> str:
             peer = await self.service.read(self.store.get_peer, account.bot_id, user)
             token = peer.context_token if peer else None

@@ -12,9 +12,11 @@ from typing import Any
 import httpx
 from ilinkbot.ilink import IlinkClient
 from ilinkbot.ilink.pools import http_client
-from ilinkbot.store import Store, StoreBusy
+from ilinkbot.store import Account, Store, StoreBusy
 
+from .accounts import mark_expired
 from .config import Config
+from .pacing import Pacer
 
 __all__ = ["Service"]
 
@@ -39,9 +41,17 @@ class Service:
         )
         self.http = http_client(transport)
         self._clients: dict[str, IlinkClient] = {}
+        self._pacers: dict[str, Pacer] = {}
         self._sqlite = self.store.dialect == "sqlite"
 
-    def client(self, account: Any) -> IlinkClient:
+    def pacer(self, bot_id: str) -> Pacer:
+        """The fan-out pace of one account (``fanout_per_second``), shared by this process."""
+        pacer = self._pacers.get(bot_id)
+        if pacer is None:
+            pacer = self._pacers[bot_id] = Pacer(self.config.fanout_per_second)
+        return pacer
+
+    def client(self, account: Account) -> IlinkClient:
         """An :class:`IlinkClient` for a stored account (cached; re-made if the token changed)."""
         cached = self._clients.get(account.bot_id)
         base = account.base_url or self.config.base_url
@@ -64,6 +74,10 @@ class Service:
             bot_agent=self.config.bot_agent,
             route_tag=self.config.route_tag,
         )
+
+    async def mark_expired(self, bot_id: str) -> None:
+        """The server answered -14 for this account (see :func:`accounts.mark_expired`)."""
+        await self.call(mark_expired, self.store, bot_id)
 
     async def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking store call off the event loop."""

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 import httpx
 from ilinkbot.ilink import IlinkClient
 from ilinkbot.ilink.sandbox import Sandbox
-from ilinkbot.store import Store
+from ilinkbot.store import Account, Store
 
 from .runner import Runner
 
@@ -63,7 +63,7 @@ async def run_in_sandbox(
 
 
 async def _converse(
-    sb: Sandbox, runner: Runner, bot: Any, store: Store, account: Any, inp: TextIO, out: TextIO
+    sb: Sandbox, runner: Runner, bot: Any, store: Store, account: Account, inp: TextIO, out: TextIO
 ) -> int:
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
@@ -102,8 +102,8 @@ async def _converse(
             out.flush()
     # Input ended: let the bot finish answering, then show the last replies.
     for _ in range(100):
-        busy = await asyncio.to_thread(store.unhandled, account.bot_id)
-        pending = await asyncio.to_thread(
+        busy = await bot.service.read(store.unhandled, account.bot_id)
+        pending = await bot.service.read(
             store.list_outbox, account.bot_id, state=["pending", "sending"]
         )
         bots = [b for b in sb.state()["bots"] if b["bot_id"] == account.bot_id]

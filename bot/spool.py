@@ -17,6 +17,7 @@ from typing import Any
 
 from ilinkbot.ilink.log import get_logger
 
+from .payloads import MediaPayload, payload_from_json
 from .service import Service
 
 __all__ = ["GRACE_SECONDS", "SWEEP_EVERY_SECONDS", "keep", "sweep", "sweep_forever"]
@@ -55,9 +56,12 @@ def sweep(
         return []
     needed: set[str] = set()
     for row in store.list_outbox(state=_UNFINISHED):
-        media = (row.payload or {}).get("media")
-        if isinstance(media, dict) and isinstance(media.get("path"), str):
-            needed.add(os.path.realpath(media["path"]))
+        try:
+            payload = payload_from_json(row.payload)
+        except ValueError:
+            continue
+        if isinstance(payload, MediaPayload):
+            needed.add(os.path.realpath(payload.path))
     cutoff = (time.time() if now is None else now) - grace_seconds
     removed: list[Path] = []
     for path in sorted(root.rglob("*"), reverse=True):  # files before their folders

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ilinkbot.store import Peer
+
 __all__ = ["WindowState", "window_state"]
 
 
@@ -27,7 +29,7 @@ class WindowState:
 
 
 def window_state(
-    peer: Any, *, quota: int, window_seconds: float, now: datetime | None = None
+    peer: Peer, *, quota: int, window_seconds: float, now: datetime | None = None
 ) -> WindowState:
     """Predict whether the server would accept one more bot message to ``peer``."""
     if peer is None or not getattr(peer, "context_token", None) or peer.last_inbound_at is None:

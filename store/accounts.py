@@ -47,6 +47,13 @@ ACCOUNT = Sql(lambda _: select(accounts).where(accounts.c.bot_id == bindparam("b
 ALL_ACCOUNTS = Sql(
     lambda _: select(accounts).order_by(accounts.c.last_used_at.desc(), accounts.c.bot_id)
 )
+ACCOUNTS_BY_REF = Sql(
+    lambda _: (
+        select(accounts)
+        .where(accounts.c.ref == bindparam("ref"))
+        .order_by(accounts.c.last_used_at.desc(), accounts.c.bot_id)
+    )
+)
 LEASE_HOLDER = Sql(
     lambda _: select(leases.c.owner).where(
         leases.c.bot_id == bindparam("bot_id"), leases.c.expires_at >= bindparam("now")
@@ -147,6 +154,24 @@ class AccountsStore(StoreBase):
             if result.rowcount == 0:
                 raise UnknownAccountError(f"unknown account {bot_id!r}")
         log.info("account_logged_out", bot_id=bot_id)
+
+    def set_account_ref(self, bot_id: str, ref: str | None) -> None:
+        """Keep the platform's own user id (``ref``) with an account (None clears it)."""
+        with self._db.write() as conn:
+            result = conn.execute(
+                update(accounts)
+                .where(accounts.c.bot_id == bot_id)
+                .values(ref=ref or None, updated_at=self._db.now())
+            )
+            if result.rowcount == 0:
+                raise UnknownAccountError(f"unknown account {bot_id!r}")
+        log.info("account_ref_set", bot_id=bot_id)
+
+    def accounts_by_ref(self, ref: str) -> list[Account]:
+        """The accounts kept with ``ref``, most recently used first (any state)."""
+        with self._db.lane.read() as cur:
+            rows = cur.all(ACCOUNTS_BY_REF, ref=ref)
+        return [account_row(r) for r in rows]
 
     def hand_over(self, new_bot_id: str, old_bot_ids: Sequence[str]) -> int:
         """A new login of the same owner replaces ``old_bot_ids``, in one transaction.

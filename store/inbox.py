@@ -243,6 +243,34 @@ class InboxStore(StoreBase):
             log.warning("inbox_dead", bot_id=row.bot_id, inbox_id=inbox_id, attempts=row.attempts)
         return row
 
+    def recent_inbox(
+        self,
+        bot_id: str,
+        user_id: str | None = None,
+        *,
+        limit: int = 20,
+        after_id: int | None = None,
+    ) -> list[InboxRow]:
+        """Inbox rows of ``bot_id`` (of ``user_id`` only, when given), newest first, at
+        most ``limit``; with ``after_id`` only rows stored after that row. Handled or not:
+        reading never changes a row."""
+        query = select(inbox).where(inbox.c.bot_id == bot_id)
+        if user_id is not None:
+            query = query.where(inbox.c.user_id == user_id)
+        if after_id is not None:
+            query = query.where(inbox.c.id > after_id)
+        query = query.order_by(inbox.c.id.desc()).limit(max(0, int(limit)))
+        with self._db.read() as conn:
+            return [inbox_row(r) for r in conn.execute(query).mappings()]
+
+    def last_inbox_id(self, bot_id: str) -> int:
+        """The id of the newest inbox row of ``bot_id``; 0 when there is none."""
+        with self._db.read() as conn:
+            value = conn.execute(
+                select(func.max(inbox.c.id)).where(inbox.c.bot_id == bot_id)
+            ).scalar_one_or_none()
+        return int(value or 0)
+
     def dead_inbox(self, bot_id: str) -> list[InboxRow]:
         with self._db.read() as conn:
             rows = conn.execute(

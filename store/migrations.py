@@ -32,7 +32,7 @@ __all__ = ["SCHEMA_VERSION", "STEPS", "SchemaTooNewError", "Step", "current_vers
 
 log = get_logger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # PostgreSQL advisory-lock key (two int4): "il" / migrations.
 _PG_LOCK_NAMESPACE = 0x696C
@@ -75,11 +75,17 @@ def _outbox_v4(conn: Connection) -> None:
     conn.execute(text("DROP TABLE outbox_before"))
 
 
+def _accounts_ref(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE accounts ADD COLUMN ref VARCHAR(255)"))
+    conn.execute(text("CREATE INDEX ix_accounts_ref ON accounts (ref)"))
+
+
 #: version -> the step that upgrades a database at ``version - 1`` to ``version``.
 STEPS: dict[int, Step] = {
     2: Step("settings table (the default account)", lambda c: settings.create(c)),
     3: Step("workers table (several processes share the accounts)", lambda c: workers.create(c)),
     4: Step("outbox: the session_expired state and claimed_by", _outbox_v4),
+    5: Step("accounts.ref (the platform's user id, serve's accounts API)", _accounts_ref),
 }
 
 

@@ -190,7 +190,10 @@ accounts = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime, nullable=False),
     Column("token_saved_at", UTCDateTime, nullable=True),
+    # the platform's own id for the user who bound this account (serve's accounts API)
+    Column("ref", String(255), nullable=True),
     CheckConstraint(f"state IN ({_states(AccountState)})", name="state"),
+    Index("ix_accounts_ref", "ref"),
 )
 
 cursors = Table(
@@ -336,6 +339,7 @@ class Account:
     updated_at: datetime
     last_used_at: datetime
     token_saved_at: datetime | None
+    ref: str | None = None  # the platform's user id (serve's accounts API)
 
 
 @dataclass(frozen=True, slots=True)

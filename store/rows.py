@@ -33,6 +33,7 @@ def account_row(r: Mapping[Any, Any]) -> Account:
         updated_at=r["updated_at"],
         last_used_at=r["last_used_at"],
         token_saved_at=r["token_saved_at"],
+        ref=r["ref"],
     )
 
 

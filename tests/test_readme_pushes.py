@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ilinkbot.bot.outbox import text_payloads
+from ilinkbot.bot.payloads import text_payloads
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
 
@@ -98,14 +98,18 @@ def test_readme_pushes_lines_run_as_printed(tmp_path: Path) -> None:
     assert rows[17] == "sent" and rows[18] == "dead"
 
 
+def stored(text: str) -> list[dict[str, object]]:
+    return [p.to_json() for p in text_payloads(text)]
+
+
 def _rows_17_and_18_held(store: Store, bot_id: str) -> None:
     """The state the README's outbox example assumes: rows 17 and 18 held."""
     filler = "carol@im.wechat"
     while max((r.id for r in store.list_outbox(bot_id)), default=0) < 16:
-        (row,) = store.enqueue(bot_id, filler, text_payloads("filler"))
+        (row,) = store.enqueue(bot_id, filler, stored("filler"))
         store.drop_outbox(row.id)
-    held = store.enqueue(bot_id, OWNER, text_payloads("held 17"), state="held")
-    held += store.enqueue(bot_id, OWNER, text_payloads("held 18"), state="held")
+    held = store.enqueue(bot_id, OWNER, stored("held 17"), state="held")
+    held += store.enqueue(bot_id, OWNER, stored("held 18"), state="held")
     assert [r.id for r in held] == [17, 18]
 
 

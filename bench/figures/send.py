@@ -65,11 +65,11 @@ async def _stack_batch(svc: Any, account: Any, users: list[str], n: int, tag: st
     from ilinkbot.bot.outbox import Outbox
 
     outbox = Outbox(svc)
-    per_user: dict[str, list[dict[str, Any]]] = {u: [] for u in users}
+    from ilinkbot.bot.payloads import Payload, TextPayload
+
+    per_user: dict[str, list[Payload]] = {u: [] for u in users}
     for i in range(n):
-        per_user[users[i % len(users)]].append(
-            {"item": {"type": 1, "text_item": {"text": f"{tag} {i}"}}}
-        )
+        per_user[users[i % len(users)]].append(TextPayload(f"{tag} {i}"))
     started = time.perf_counter()
     for user, payloads in per_user.items():
         result = await outbox.submit(account, user, payloads)

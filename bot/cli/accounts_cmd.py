@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ilinkbot.store import Account
+
 from ..exitcodes import Exit
 from .common import App
 
@@ -38,7 +40,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     d.set_defaults(func=run_default)
 
 
-def _describe(acc: Any, default: str | None) -> dict[str, Any]:
+def _describe(acc: Account, default: str | None) -> dict[str, Any]:
     return {
         "account": acc.bot_id,
         "state": str(acc.state),

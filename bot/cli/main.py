@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ilinkbot.ilink._version import __version__
+from ilinkbot.ilink import __version__
 
 from ..config import LOG_LEVELS
 from ..exitcodes import Exit
@@ -32,6 +32,7 @@ _COMMAND_MODULES = {
     "serve": "ilinkbot.bot.cli.serve_cmd",
     "users": "ilinkbot.bot.cli.users_cmd",
     "accounts": "ilinkbot.bot.cli.accounts_cmd",
+    "mcp": "ilinkbot.bot.cli.mcp_cmd",
 }
 
 

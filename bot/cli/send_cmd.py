@@ -11,6 +11,7 @@ from typing import Any
 
 from ..exitcodes import Exit
 from ..outbox import Outbox, SendResult
+from ..payloads import MediaPayload, TextPayload, payload_from_json
 from ..push import PushRequest, push
 from ..service import Service
 from .common import App, row_id
@@ -257,11 +258,14 @@ def run_outbox(app: App) -> int:
     return 0
 
 
-def _preview(payload: Any) -> str:
-    item = (payload or {}).get("item") or {}
-    text = (item.get("text_item") or {}).get("text")
-    if isinstance(text, str):
-        flat = " ".join(text.split())
+def _preview(stored: Any) -> str:
+    try:
+        payload = payload_from_json(stored)
+    except ValueError:
+        return "[unreadable payload]"
+    if isinstance(payload, TextPayload):
+        flat = " ".join(payload.text.split())
         return flat[:40] + ("…" if len(flat) > 40 else "")
-    media = (payload or {}).get("media") or {}
-    return f"[{media.get('kind') or 'file'}] {media.get('path', '')}"
+    if isinstance(payload, MediaPayload):
+        return f"[{payload.kind or 'file'}] {payload.path}"
+    return f"[message item type {payload.item.get('type')}]"

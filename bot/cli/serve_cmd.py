@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ..exitcodes import Exit
@@ -66,6 +67,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="with --poll: only poll these accounts (repeatable)",
     )
     p.add_argument(
+        "--webhook",
+        metavar="URL",
+        help="POST each inbound message (with --poll) and each delivery state change to URL "
+        "as signed JSON (see the README: Webhooks)",
+    )
+    p.add_argument(
+        "--webhook-secret-file",
+        metavar="PATH",
+        help="with --webhook: the HMAC secret (default: $ILINKBOT_HOME/webhook-secret, made "
+        "on first use)",
+    )
+    p.add_argument(
         "--show-token",
         action="store_true",
         help="print the token (made now if there is none) and exit",
@@ -98,6 +111,7 @@ def run_serve(app: App) -> int:
         app.fail("--bot needs --poll (the bot's handlers run in the receive loop)", Exit.USAGE)
     if a.account and not a.poll:
         app.fail("--account needs --poll", Exit.USAGE)
+    webhook = _webhook(app) if a.webhook or a.webhook_secret_file else None
 
     token, created = load_or_create_token(home)
     try:
@@ -132,7 +146,7 @@ def run_serve(app: App) -> int:
         )
         if a.poll:
             app.say("  receive loop: on" + (f" (bot {a.bot})" if a.bot else ""))
-    return asyncio.run(_serve(app, sock, token, bot))
+    return asyncio.run(_serve(app, sock, token, bot, webhook))
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -149,6 +163,26 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _webhook(app: App) -> tuple[str, str]:
+    """``(url, secret)`` of ``--webhook``; a bad URL or an unreadable secret is a usage error."""
+    from urllib.parse import urlsplit
+
+    from ..serve.webhooks import WebhookSecretError, load_secret
+
+    a = app.args
+    if not a.webhook:
+        app.fail("--webhook-secret-file needs --webhook", Exit.USAGE)
+    parts = urlsplit(a.webhook)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        app.fail(f"--webhook: expected an http(s) URL, got {a.webhook!r}", Exit.USAGE)
+    path = Path(a.webhook_secret_file).expanduser() if a.webhook_secret_file else None
+    try:
+        secret = load_secret(app.config.home, path)
+    except WebhookSecretError as exc:
+        app.fail(str(exc), Exit.USAGE)
+    return a.webhook, secret
 
 
 def _bot(app: App) -> Any:
@@ -169,11 +203,14 @@ def _no_uvicorn_signals(server: Any) -> Iterator[None]:
     yield
 
 
-async def _serve(app: App, sock: socket.socket, token: str, bot: Any) -> int:
+async def _serve(
+    app: App, sock: socket.socket, token: str, bot: Any, webhook: tuple[str, str] | None
+) -> int:
     import uvicorn
 
     from ..serve.app import Gateway, create_app
     from ..serve.poller import Poller
+    from ..serve.webhooks import Webhooks
 
     poller = Poller(bot, accounts=app.args.account) if bot is not None else None
 
@@ -182,6 +219,12 @@ async def _serve(app: App, sock: socket.socket, token: str, bot: Any) -> int:
             poller.accounts_changed()
 
     gateway = Gateway(app.config, token=token, store=app.store, on_login=on_login)
+    hooks = Webhooks(*webhook) if webhook is not None else None
+    if hooks is not None:
+        hooks.attach(gateway.events)
+        if bot is not None:
+            hooks.attach(bot.runtime.events)
+        hooks.start()
     asgi = create_app(gateway)
     config = uvicorn.Config(
         asgi,
@@ -214,6 +257,8 @@ async def _serve(app: App, sock: socket.socket, token: str, bot: Any) -> int:
         if poller is not None and poll_task is not None:
             poller.request_stop()
             await poll_task
+        if hooks is not None:
+            await hooks.aclose()
         sock.close()
     if not server.started:
         sys.stderr.write("ilinkbot: the HTTP server did not start\n")

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ilinkbot.ilink.errors import ApiError, IlinkError, SessionExpired
+from ilinkbot.store import Account
 
-from ..accounts import find_account
+from ..accounts import find_account, mark_expired
 from ..exitcodes import Exit
 from ..status import account_status, summary
 from .common import App
@@ -37,7 +38,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.set_defaults(func=cmd_status)
 
 
-async def _check(app: App, account: Any) -> tuple[str, str | None]:
+async def _check(app: App, account: Account) -> tuple[str, str | None]:
     """One light authenticated call: ``ok``, ``expired``, ``unchecked`` or ``error``."""
     if not account.token:
         return "unchecked", "no token stored"
@@ -85,7 +86,7 @@ def cmd_status(app: App) -> int:
                 continue
             if result[0] == "expired":
                 if acc.state != "expired":
-                    store.set_account_state(acc.bot_id, "expired")
+                    mark_expired(store, acc.bot_id)
                 code = Exit.SESSION_EXPIRED
             elif result[0] == "ok" and acc.state == "expired":
                 store.set_account_state(acc.bot_id, "active")

@@ -6,7 +6,8 @@ Routes (all but ``/healthz`` and the static ``/login`` page need the bearer toke
   ``POST /`` too, where ntfy clients publish JSON (the recipient in its ``topic``);
 * ``POST /hooks/alertmanager[/{alias}]`` (also ``/hooks/grafana``): webhook payloads;
 * ``GET /login``: the login page; ``POST /login/start``, ``GET /login/status``,
-  ``POST /login/code``: what it calls.
+  ``POST /login/code``: what it calls;
+* ``/v1/logins``, ``/v1/accounts``: the accounts API (see :mod:`.accounts_api`).
 
 A push answers ``{"ok", "id", "ids", "state", "to", ...}``: 200 when delivered, 202 when held
 or unconfirmed (stored; not known to be delivered), 502 when it failed, 503 when the session
@@ -34,19 +35,21 @@ from starlette.routing import Route
 from .. import spool
 from ..accounts import choose_account
 from ..config import Config
+from ..events import Events
 from ..login import LoginResult
 from ..metrics import render
 from ..outbox import Outbox, SendResult
 from ..push import CATCH_UP_SECONDS, PushRequest, catch_up, push
 from ..service import Service
 from ..status import summary
+from .accounts_api import api_routes, push_account
 from .alerts import alertmanager_notification
 from .auth import request_token, token_matches
 from .bodies import Attachment, BodyError, Notification, load_json, parse_push
 from .errors import HANDLED, ApiError, error_response
 from .errors import error_json as _error
 from .page import LOGIN_PAGE
-from .weblogin import WebLogin
+from .weblogin import Logins, WebLogin
 
 __all__ = ["Gateway", "create_app", "status_for"]
 
@@ -90,9 +93,15 @@ class Gateway:
         self.catch_up_seconds = catch_up_seconds
         self._svc: Service | None = None
         self._outbox: Outbox | None = None
+        #: Observers of the gateway's deliveries (``--webhook``).
+        self.events = Events()
         self._catch_lock: asyncio.Lock | None = None
         self._last_catch: dict[str, float] = {}
         self.login = WebLogin(
+            lambda: self.svc, timeout=float(config.login_timeout_seconds), on_done=on_login
+        )
+        #: The accounts API's logins: several at once, by id.
+        self.logins = Logins(
             lambda: self.svc, timeout=float(config.login_timeout_seconds), on_done=on_login
         )
 
@@ -105,11 +114,12 @@ class Gateway:
     @property
     def outbox(self) -> Outbox:
         if self._outbox is None:
-            self._outbox = Outbox(self.svc)
+            self._outbox = Outbox(self.svc, events=self.events)
         return self._outbox
 
     async def aclose(self) -> None:
         await self.login.aclose()
+        await self.logins.aclose()
         if self._svc is not None:
             await self._svc.aclose()
             self._svc = None
@@ -147,7 +157,7 @@ class Gateway:
             try:
                 await catch_up(self.outbox, acc, seconds=self.catch_up_seconds)
             except SessionExpired:
-                await svc.call(svc.store.set_account_state, acc.bot_id, "expired")
+                await svc.mark_expired(acc.bot_id)
                 raise
             self._last_catch[acc.bot_id] = started
 
@@ -261,7 +271,8 @@ def create_app(gateway: Gateway) -> Starlette:
             request.headers,
             request.query_params,
         )
-        result = await gateway.send(note, to=alias, account=request.query_params.get("account"))
+        account = await push_account(gateway.svc, request.path_params, request.query_params)
+        result = await gateway.send(note, to=alias, account=account)
         return _result_response(result)
 
     async def hook_route(request: Request) -> Response:
@@ -317,7 +328,7 @@ def create_app(gateway: Gateway) -> Starlette:
         return JSONResponse({"ok": True})
 
     async def metrics(request: Request) -> Response:
-        counts = await asyncio.to_thread(summary, gateway.svc.store)
+        counts = await gateway.svc.read(summary, gateway.svc.store)
         return PlainTextResponse(render(counts), media_type="text/plain; version=0.0.4")
 
     async def not_found(request: Request, exc: Exception) -> Response:
@@ -353,6 +364,7 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/login/start", guarded(login_start), methods=["POST"]),
         Route("/login/status", guarded(login_status), methods=["GET"]),
         Route("/login/code", guarded(login_code), methods=["POST"]),
+        *api_routes(lambda: gateway.svc, gateway.logins, guarded, _body, push_route),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found})
     app.state.gateway = gateway

@@ -28,6 +28,7 @@ from ..errors import (
 )
 from ..exitcodes import Exit
 from .bodies import BodyError
+from .weblogin import TooManyLogins, UnknownLogin
 
 __all__ = ["HANDLED", "STATUS_BY_ERROR", "ApiError", "error_json", "error_response"]
 
@@ -42,6 +43,8 @@ class ApiError(Exception):
 
 
 STATUS_BY_ERROR: dict[type[BaseException], int] = {
+    UnknownLogin: 404,
+    TooManyLogins: 429,
     UnknownRecipient: 404,
     UnknownAccount: 404,
     AmbiguousAccount: 409,

@@ -1,9 +1,10 @@
-"""The web login: one QR login at a time, driven by :func:`bot.login.run_login` (the same
-flow and the same stored credentials as ``ilinkbot login``), watched by a page.
+"""The web login: QR logins driven by :func:`bot.login.run_login` (the same flow and the same
+stored credentials as ``ilinkbot login``), watched by a page or by the accounts API.
 
 The page starts a login (``POST /login/start``), polls ``GET /login/status`` and, when the
 phone shows a number, posts it (``POST /login/code``). A login nobody watches any more is
-cancelled after :data:`UNWATCHED_SECONDS`.
+cancelled after :data:`UNWATCHED_SECONDS`. The page runs one :class:`WebLogin` at a time;
+the accounts API (``/v1/logins``) runs several at once in :class:`Logins`, keyed by id.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import io
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,12 +26,26 @@ from qrcode.constants import ERROR_CORRECT_M
 from ..login import MAX_QR_CODES, LoginEvent, LoginFailed, LoginResult, run_login
 from ..service import Service
 
-__all__ = ["UNWATCHED_SECONDS", "LoginState", "WebLogin", "qr_data_url"]
+__all__ = [
+    "MAX_LOGINS",
+    "UNWATCHED_SECONDS",
+    "LoginState",
+    "Logins",
+    "TooManyLogins",
+    "UnknownLogin",
+    "WebLogin",
+    "qr_data_url",
+]
 
 _log = get_logger("ilinkbot.serve.login")
 
 #: A running login whose status nobody asked for this long is cancelled.
 UNWATCHED_SECONDS = 90.0
+#: At most this many API logins run at once; a finished one is kept this long for its status.
+MAX_LOGINS = 32
+FINISHED_KEEP_SECONDS = 600.0
+#: How long ``POST /v1/logins`` waits for the first QR code before answering without it.
+QR_WAIT_SECONDS = 15.0
 
 _MESSAGES = {
     "idle": "No login running.",
@@ -97,7 +113,10 @@ class LoginState:
 
 
 class WebLogin:
-    """At most one login at a time for this service."""
+    """One login at a time: the page's, or one of :class:`Logins`.
+
+    ``ref`` (a platform's own user id) is kept with the account it logs in.
+    """
 
     def __init__(
         self,
@@ -105,8 +124,11 @@ class WebLogin:
         *,
         timeout: float,
         on_done: Callable[[LoginResult], Any] | None = None,
+        ref: str | None = None,
     ) -> None:
         self._svc = svc
+        self.ref = ref
+        self.finished_at: float | None = None
         self.timeout = timeout
         self.on_done = on_done
         self.state = LoginState()
@@ -135,11 +157,19 @@ class WebLogin:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._codes = asyncio.Queue()
+        self.finished_at = None
         self.state = LoginState(version=self.state.version + 1)
         self._set("starting")
         self._last_watched = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="ilinkbot-web-login")
         return self.status()
+
+    async def wait_for_qr(self, seconds: float = QR_WAIT_SECONDS) -> None:
+        """Until the first QR code is there (or the login ended), at most ``seconds``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self.state.state == "starting" and self.running and loop.time() < deadline:
+            await asyncio.sleep(0.02)
 
     def submit_code(self, code: str) -> dict[str, Any]:
         """Hand the number shown on the phone to the waiting login. Raises ValueError."""
@@ -201,6 +231,7 @@ class WebLogin:
                     on_event=self._on_event,
                     read_verify_code=self._read_code,
                     timeout=self.timeout,
+                    ref=self.ref,
                 )
             )
             watchdog = asyncio.create_task(self._watchdog())
@@ -225,6 +256,8 @@ class WebLogin:
         except Exception as exc:
             _log.exception("web_login_error")
             self._set("failed", reason="error", error=f"Login failed: {type(exc).__name__}: {exc}")
+        finally:
+            self.finished_at = time.monotonic()
 
     async def _finish(self, svc: Service, result: LoginResult) -> None:
         store = svc.store
@@ -237,6 +270,8 @@ class WebLogin:
             acc = await svc.call(find_account, store, result.bot_id) if result.bot_id else None
             if acc is not None:
                 await svc.call(store.touch_account, acc.bot_id)
+                if self.ref:
+                    await svc.call(store.set_account_ref, acc.bot_id, self.ref)
             self._set(
                 "already_bound",
                 account=acc.bot_id if acc else result.bot_id,
@@ -247,3 +282,56 @@ class WebLogin:
             outcome = self.on_done(result)
             if asyncio.iscoroutine(outcome):
                 await outcome
+
+
+class TooManyLogins(Exception):
+    """:data:`MAX_LOGINS` logins are running already."""
+
+
+class UnknownLogin(LookupError):
+    """No login with this id (never started here, or finished long ago)."""
+
+
+class Logins:
+    """Several logins at once (the accounts API), each a :class:`WebLogin` under a random id.
+
+    A finished login answers its status for :data:`FINISHED_KEEP_SECONDS`, then is forgotten.
+    """
+
+    def __init__(
+        self,
+        svc: Callable[[], Service],
+        *,
+        timeout: float,
+        on_done: Callable[[LoginResult], Any] | None = None,
+    ) -> None:
+        self._svc = svc
+        self.timeout = timeout
+        self.on_done = on_done
+        self._logins: dict[str, WebLogin] = {}
+
+    def start(self, ref: str | None) -> tuple[str, WebLogin]:
+        self._forget_finished()
+        if sum(1 for w in self._logins.values() if w.finished_at is None) >= MAX_LOGINS:
+            raise TooManyLogins(f"{MAX_LOGINS} logins are running: finish or wait for one")
+        login_id = "lg_" + secrets.token_urlsafe(12)
+        web = WebLogin(self._svc, timeout=self.timeout, on_done=self.on_done, ref=ref)
+        self._logins[login_id] = web
+        web.start()
+        return login_id, web
+
+    def get(self, login_id: str) -> WebLogin | None:
+        """The login ``login_id``, or None (never existed, or forgotten)."""
+        self._forget_finished()
+        return self._logins.get(login_id)
+
+    def _forget_finished(self) -> None:
+        now = time.monotonic()
+        for key, web in list(self._logins.items()):
+            if web.finished_at is not None and now - web.finished_at > FINISHED_KEEP_SECONDS:
+                del self._logins[key]
+
+    async def aclose(self) -> None:
+        for web in list(self._logins.values()):
+            await web.aclose()
+        self._logins.clear()

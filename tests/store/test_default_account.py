@@ -36,6 +36,8 @@ def test_a_version_1_database_gains_the_settings_and_workers_tables(db_url: str)
             outbox_before_version_4(conn)
             conn.execute(text("DROP TABLE settings"))
             conn.execute(text("DROP TABLE workers"))
+            conn.execute(text("DROP INDEX ix_accounts_ref"))  # version 5
+            conn.execute(text("ALTER TABLE accounts DROP COLUMN ref"))
             conn.execute(text("UPDATE ilinkbot_schema SET version = 1"))
         assert store.schema_version == 1
     with Store.open(db_url) as store:

@@ -88,6 +88,8 @@ def test_version_3_outbox_gains_session_expired_and_claimed_by(db_url: str) -> N
         store.save_account(BOT, token="t", base_url=None, owner_user_id=None)
         with store.engine.begin() as conn:
             outbox_before_version_4(conn)
+            conn.execute(text("DROP INDEX ix_accounts_ref"))  # version 5
+            conn.execute(text("ALTER TABLE accounts DROP COLUMN ref"))
             conn.execute(text("UPDATE ilinkbot_schema SET version = 3"))  # stamped fresh: one row
         with store.engine.begin() as conn:
             conn.execute(
