@@ -37,8 +37,8 @@ RETRY_SECONDS = 2.0
 RETRY_AFTER_THREE_SECONDS = 30.0
 #: How often a poller without the lease tries again (at most; a third of the lease if less).
 RETRY_LEASE_SECONDS = 2.0
-#: How often a running bot drains the outbox (rows left by retries or other processes).
-DRAIN_EVERY_SECONDS = 15.0
+#: At shutdown, how long a poller waits for its notifystop (best effort): not the grace.
+NOTIFY_STOP_SECONDS = 2.0
 
 
 class Poller:
@@ -62,6 +62,9 @@ class Poller:
         #: Set to give the account up (this worker is over its share): the lease is released
         #: and another worker takes the account.
         self.shed = asyncio.Event()
+        #: Set by the runner when this worker's lease on the account was found taken.
+        self.lost = asyncio.Event()
+        self.held_since = 0.0
         #: With ``skip_backlog``, unhandled rows stored before this are marked handled.
         self.started = started
         #: True while this process holds the lease and polls.
@@ -111,20 +114,16 @@ class Poller:
             for task in self._tasks:
                 task.cancel()
 
-    async def _renew_lease(self, lost: asyncio.Event) -> None:
-        ttl = self.runtime.config.poll_lease_seconds
-        while True:
-            await asyncio.sleep(ttl / 3)
-            try:
-                ok = await self.runtime.service.call(
-                    self.runtime.store.acquire_lease, self.account.bot_id, self.owner, ttl
-                )
-            except Exception:
-                _log.exception("lease_renew_failed", account=self.account.bot_id)
-                continue
-            if not ok:
-                lost.set()
-                return
+    def lease_renewed(self, held: set[str], asked_at: float) -> None:
+        """The runner renewed this worker's leases together (``Store.renew_leases``) at
+        ``asked_at``: a lease held since before then and missing from ``held`` is lost."""
+        if self.polling and self.account.bot_id not in held and self.held_since < asked_at:
+            self.lost.set()
+
+    def drain_soon(self) -> None:
+        """Rows wait in the outbox for this account (left by retries or other processes)."""
+        if self.polling:
+            self._spawn(self._drain(None))
 
     # ---- polling --------------------------------------------------------------------------
 
@@ -132,9 +131,9 @@ class Poller:
         account = self.account
         store = self.runtime.store
         client = self.runtime.service.client(account)
-        lost = asyncio.Event()
-        renew = asyncio.create_task(self._renew_lease(lost))
-        drainer = asyncio.create_task(self._drain_forever())
+        lost = self.lost
+        lost.clear()
+        self.held_since = asyncio.get_running_loop().time()
         self.polling = True
         try:
             await self._best_effort(client.notify_start(), "notifystart")
@@ -192,9 +191,7 @@ class Poller:
             return "stopped"
         finally:
             self.polling = False
-            renew.cancel()
-            drainer.cancel()
-            await self._best_effort(client.notify_stop(), "notifystop")
+            await self._best_effort(client.notify_stop(), "notifystop", NOTIFY_STOP_SECONDS)
 
     async def _handle_backlog(self) -> None:
         rows = await self.runtime.service.read(self.runtime.store.unhandled, self.account.bot_id)
@@ -231,11 +228,6 @@ class Poller:
             if await outbox.unhold(self.account, user):
                 self._spawn(self._drain(user))
 
-    async def _drain_forever(self) -> None:
-        while True:
-            await asyncio.sleep(DRAIN_EVERY_SECONDS)
-            await self._drain(None)
-
     async def _drain(self, user: str | None) -> None:
         try:
             await self.runtime.outbox.drain(self.account, user)
@@ -264,9 +256,9 @@ class Poller:
         stop.cancel()
         sleeper.cancel()
 
-    async def _best_effort(self, coro: Any, what: str) -> None:
+    async def _best_effort(self, coro: Any, what: str, seconds: float = 10.0) -> None:
         try:
-            await asyncio.wait_for(coro, timeout=10)
+            await asyncio.wait_for(coro, timeout=seconds)
         except (IlinkError, TimeoutError) as exc:
             _log.info(f"{what}_failed", account=self.account.bot_id, error=str(exc))
 

@@ -37,8 +37,12 @@ __all__ = ["Runner"]
 _log = get_logger("ilinkbot.runner")
 
 
-#: How often a running bot looks for accounts logged in, out or expired by other processes.
+#: How often a running bot looks for accounts logged in, out or expired by other processes,
+#: and renews its polling leases (all in one statement).
 ACCOUNTS_REFRESH_SECONDS = 2.0
+#: How often it looks for accounts with rows waiting in the outbox (left by retries or other
+#: processes), in one read, and drains those.
+DRAIN_EVERY_SECONDS = 15.0
 
 
 class Runner:
@@ -86,6 +90,7 @@ class Runner:
         METRICS.count_polls(self, lambda: sum(p.polling for p in self.pollers.values()))
         helpers = [
             asyncio.create_task(self._watch_accounts()),
+            asyncio.create_task(self._drain_forever()),
             asyncio.create_task(self._schedules()),
             asyncio.create_task(spool.sweep_forever(runtime.service)),
         ]
@@ -96,10 +101,13 @@ class Runner:
             METRICS.forget_polls(self)
             for poller in self.pollers.values():
                 poller.stop.set()
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
             for task in helpers:
                 task.cancel()
-            await self._dispatcher.finish(bot.config.shutdown_grace_seconds)
+            # Pollers say notifystop (briefly) while running handlers finish: together.
+            await asyncio.gather(
+                asyncio.gather(*self._running.values(), return_exceptions=True),
+                self._dispatcher.finish(bot.config.shutdown_grace_seconds),
+            )
             await runtime.service.call(bot.store.retire_worker, self.owner)
             runtime.polling = False
             await bot.aclose()
@@ -173,6 +181,10 @@ class Runner:
             for bot_id in removed:
                 self.pollers[bot_id].stop.set()
                 _log.debug("account_stopped", account=bot_id, reason="no longer active")
+            try:
+                await self._renew_leases()
+            except Exception:
+                _log.exception("lease_renew_failed")
             try:  # before starting, so that a new account finds room in this worker's share
                 await self._update_share(len(active))
             except Exception:
@@ -186,6 +198,25 @@ class Runner:
                     removed=len(removed),
                     accounts=len(self._running),
                 )
+
+    async def _renew_leases(self) -> None:
+        asked_at = asyncio.get_running_loop().time()
+        ttl = self.bot.config.poll_lease_seconds
+        held = await self.bot.service.call(self.bot.store.renew_leases, self.owner, ttl)
+        for poller in self.pollers.values():
+            poller.lease_renewed(held, asked_at)
+
+    async def _drain_forever(self) -> None:
+        while not self.stop.is_set():
+            await asyncio.sleep(DRAIN_EVERY_SECONDS)
+            try:
+                waiting = await self.bot.service.read(self.bot.store.accounts_with_unsent)
+            except Exception:
+                _log.exception("drain_check_failed")
+                continue
+            for bot_id in waiting:
+                if bot_id in self.pollers:
+                    self.pollers[bot_id].drain_soon()
 
     async def _update_share(self, accounts: int) -> None:
         """Heartbeat, then poll at most a fair share of the accounts: let go of the excess

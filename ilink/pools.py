@@ -3,7 +3,10 @@
 Three pools, so that no kind of traffic waits behind another:
 
 - ``longpoll``: getupdates and the QR status long-poll. Each polling account holds one
-  connection for up to ~35 s, so this pool has no connection limit.
+  connection for up to ~35 s, so this pool has no connection limit; it is
+  :class:`KeepAliveTransport` too, whose cost per request does not grow with the number of
+  connections (httpx's default pool scans all of them on every request and every response
+  close: at 1,000 polling accounts that was most of the process's CPU).
 - ``api``: sendmessage and the other short API calls, on :class:`KeepAliveTransport`
   (persistent connections, the least work per request). A send never waits behind a poll.
 - everything untagged, i.e. CDN uploads and downloads: httpx's default transport with a
@@ -58,9 +61,7 @@ def http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.Asyn
     the sandbox in-process) carries every request, whatever its pool."""
     if transport is None:
         transport = PoolRouter(
-            longpoll=httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=None)
-            ),
+            longpoll=KeepAliveTransport(max_connections=None),
             api=KeepAliveTransport(max_connections=API_CONNECTIONS),
             transfer=httpx.AsyncHTTPTransport(limits=TRANSFER_LIMITS),
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -59,8 +60,9 @@ class _Conn:
 class _Origin:
     """The connections to one (scheme, host, port): a slot count and the idle ones."""
 
-    def __init__(self, max_connections: int) -> None:
-        self.slots = asyncio.Semaphore(max_connections)
+    def __init__(self, max_connections: int | None) -> None:
+        # None: no limit (a semaphore nothing can exhaust keeps the code path the same)
+        self.slots = asyncio.Semaphore(sys.maxsize if max_connections is None else max_connections)
         self.idle: deque[_Conn] = deque()
 
 
@@ -103,7 +105,8 @@ class _Body(httpx.AsyncByteStream):
 
 
 class KeepAliveTransport(httpx.AsyncBaseTransport):
-    """Persistent HTTP/1.1 connections, at most ``max_connections`` per origin.
+    """Persistent HTTP/1.1 connections, at most ``max_connections`` per origin (``None``: no
+    limit). Each request costs the same however many connections are open.
 
     Requests wait for a free connection up to the request's ``pool`` timeout
     (``httpx.PoolTimeout``). ``ssl_context`` defaults to httpx's (same trust store).
@@ -112,7 +115,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
     def __init__(
         self,
         *,
-        max_connections: int = 32,
+        max_connections: int | None = 32,
         keepalive_expiry: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:

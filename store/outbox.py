@@ -175,6 +175,18 @@ class OutboxStore(StoreBase):
 
     def release_held(self, bot_id: str, user_id: str) -> list[OutboxRow]:
         """``held`` -> ``pending`` for that user (call it when the user writes), in order."""
+        with self._db.read() as conn:  # nearly always nothing is held: no write lock for that
+            any_held = conn.execute(
+                select(outbox.c.id)
+                .where(
+                    outbox.c.bot_id == bot_id,
+                    outbox.c.user_id == user_id,
+                    outbox.c.state == OutboxState.HELD.value,
+                )
+                .limit(1)
+            ).first()
+        if any_held is None:
+            return []
         with self._db.write() as conn:
             released = conn.execute(
                 update(outbox)
@@ -212,6 +224,23 @@ class OutboxStore(StoreBase):
                 )
             )
             return outbox_by_id(self._db, conn, outbox_id)
+
+    def accounts_with_unsent(self) -> set[str]:
+        """The accounts with rows waiting to be sent (pending, or a claim that ran out)."""
+        now = self._db.now()
+        with self._db.read() as conn:
+            found = conn.execute(
+                select(outbox.c.bot_id)
+                .where(
+                    (outbox.c.state == OutboxState.PENDING.value)
+                    | (
+                        (outbox.c.state == OutboxState.SENDING.value)
+                        & (outbox.c.claimed_until < now)
+                    )
+                )
+                .distinct()
+            ).scalars()
+            return {str(bot_id) for bot_id in found}
 
     def list_outbox(
         self,
