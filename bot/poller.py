@@ -35,8 +35,6 @@ _log = get_logger("ilinkbot.poller")
 #: Pause after a failed poll, and after three failures in a row (PROTOCOL.md §3.4).
 RETRY_SECONDS = 2.0
 RETRY_AFTER_THREE_SECONDS = 30.0
-#: How often a poller without the lease tries again (at most; a third of the lease if less).
-RETRY_LEASE_SECONDS = 2.0
 #: At shutdown, how long a poller waits for its notifystop (best effort): not the grace.
 NOTIFY_STOP_SECONDS = 2.0
 
@@ -65,6 +63,8 @@ class Poller:
         #: Set by the runner when this worker's lease on the account was found taken.
         self.lost = asyncio.Event()
         self.held_since = 0.0
+        #: Set by the runner when the account's lease is free: try it now.
+        self.wake = asyncio.Event()
         #: With ``skip_backlog``, unhandled rows stored before this are marked handled.
         self.started = started
         #: True while this process holds the lease and polls.
@@ -82,12 +82,11 @@ class Poller:
         svc = self.runtime.service
         bot_id = self.account.bot_id
         ttl = self.runtime.config.poll_lease_seconds
-        retry = min(ttl / 3, RETRY_LEASE_SECONDS)
         announced = False
         try:
             while not self.stop.is_set():
                 if not self.share.try_take(bot_id):
-                    await self._sleep(retry)  # this worker polls its share already
+                    await self._idle(ttl)  # this worker polls its share already
                     continue
                 got = await svc.call(store.acquire_lease, bot_id, self.owner, ttl)
                 if not got:
@@ -96,7 +95,7 @@ class Poller:
                         holder = await svc.read(store.lease_holder, bot_id)
                         _log.debug("account_polled_elsewhere", account=bot_id, holder=holder)
                         announced = True
-                    await self._sleep(retry)
+                    await self._idle(ttl)  # the runner wakes us when the lease is free
                     continue
                 announced = False
                 try:
@@ -242,6 +241,20 @@ class Poller:
         task.add_done_callback(self._tasks.discard)
 
     # ---- waiting --------------------------------------------------------------------------
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait to try the lease again: until the runner says it is free (``wake``), or at
+        most ``seconds``. Idle pollers cost nothing: a worker with 750 accounts polled
+        elsewhere does not ask for 750 leases every few seconds."""
+        waking = asyncio.create_task(self.wake.wait())
+        try:
+            await asyncio.wait(
+                {waking, asyncio.create_task(self._sleep(seconds))},
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            waking.cancel()
+            self.wake.clear()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

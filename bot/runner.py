@@ -191,6 +191,10 @@ class Runner:
                 _log.exception("heartbeat_failed")
             for account in added:
                 self._start(account)
+            try:
+                await self._wake_unpolled()
+            except Exception:
+                _log.exception("lease_check_failed")
             if added or removed:
                 _log.info(
                     "accounts_changed",
@@ -205,6 +209,22 @@ class Runner:
         held = await self.bot.service.call(self.bot.store.renew_leases, self.owner, ttl)
         for poller in self.pollers.values():
             poller.lease_renewed(held, asked_at)
+
+    async def _wake_unpolled(self) -> None:
+        """Wake the pollers of accounts nobody polls (a dead worker's, or shed ones), as
+        many as this process has room for, so they take the lease now."""
+        room = self.share.room
+        if not room:
+            return
+        free = await self.bot.service.read(self.bot.store.unpolled_accounts)
+        for bot_id in sorted(free):
+            poller = self.pollers.get(bot_id)
+            if poller is None or poller.polling or poller.stop.is_set():
+                continue
+            poller.wake.set()
+            room -= 1
+            if not room:
+                return
 
     async def _drain_forever(self) -> None:
         while not self.stop.is_set():

@@ -33,3 +33,10 @@ class LeaseShare:
 
     def give_back(self, bot_id: str) -> None:
         self._holding.discard(bot_id)
+
+    @property
+    def room(self) -> int:
+        """How many more accounts this process may take now."""
+        if self.limit is None:
+            return len(self._holding) + 1  # no limit known yet: always some
+        return max(0, self.limit - len(self._holding))

@@ -393,6 +393,20 @@ class AccountsStore(StoreBase):
             ).scalars()
             return {str(bot_id) for bot_id in held}
 
+    def unpolled_accounts(self) -> set[str]:
+        """Active accounts (with a token) that nobody holds a live polling lease on."""
+        now = self._db.now()
+        live = select(leases.c.bot_id).where(leases.c.expires_at >= now)
+        with self._db.read() as conn:
+            found = conn.execute(
+                select(accounts.c.bot_id).where(
+                    accounts.c.state == AccountState.ACTIVE.value,
+                    accounts.c.token.is_not(None),
+                    accounts.c.bot_id.not_in(live),
+                )
+            ).scalars()
+            return {str(bot_id) for bot_id in found}
+
     def release_lease(self, bot_id: str, owner: str) -> None:
         with self._db.write() as conn:
             conn.execute(delete(leases).where(leases.c.bot_id == bot_id, leases.c.owner == owner))
