@@ -7,10 +7,11 @@ per message, which made the store, not the network, the slowest part of both
 (``bench/run.py --only send,store``). Those statements (account and peer reads, enqueue,
 mark sent, record_batch) therefore use this lane; everything else stays in Core.
 
-Values are written exactly as the Core types write them (:class:`store.models.UTCDateTime`,
-:class:`store.models.JSONText`) and read back the same way, so a row written by either lane
-reads the same through the other. SQL is written once with ``?`` placeholders and adapted to
-the PostgreSQL driver's ``%s``.
+Each statement is defined once, in Core (:class:`Sql`): Core connections run it as it is,
+the lane runs it compiled once per dialect, with its values bound through the Core types'
+bind processors and read back as :class:`store.models.UTCDateTime` and
+:class:`store.models.JSONText` read them. So a row written by either lane reads the same
+through the other, and no statement exists in two versions.
 """
 
 from __future__ import annotations
@@ -18,21 +19,38 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from sqlalchemy import Engine, Table
+from sqlalchemy import ClauseElement, Connection, Dialect, Engine, Executable, Table
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.compiler import SQLCompiler
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PgInsert
 
 from .errors import StoreBusy
 from .log import get_logger
-from .models import JSONText, UTCDateTime, require_aware
+from .models import JSONText, UTCDateTime
 
-__all__ = ["CHECKPOINT_EVERY", "Cursor", "DriverLane", "columns"]
+__all__ = [
+    "CHECKPOINT_EVERY",
+    "CoreRunner",
+    "Cursor",
+    "DriverLane",
+    "InsertFactory",
+    "Sql",
+    "dialect_insert",
+]
 
 log = get_logger(__name__)
+
+#: The dialect's ``insert`` (with ``on_conflict_do_nothing`` / ``on_conflict_do_update``).
+DialectInsert: TypeAlias = "sqlite_dialect.Insert | PgInsert"
+InsertFactory: TypeAlias = Callable[[Table], DialectInsert]
 
 #: Inline (``nowait``) commits between background WAL checkpoints: a push commits twice,
 #: ~4 pages each, so ~250 commits is SQLite's default of ~1000 pages.
@@ -56,7 +74,6 @@ class DriverLane:
         self._own = not self.pg and not isinstance(engine.pool, StaticPool)
         self._idle: dict[bool, list[Any]] = {False: [], True: []}
         self._closed = False
-        self._sql: dict[str, str] = {}
         self._inline_commits = 0
         self._checkpointing = threading.Lock()
 
@@ -65,23 +82,6 @@ class DriverLane:
         for idle in self._idle.values():
             while idle:
                 idle.pop().close()
-
-    def sql(self, statement: str) -> str:
-        """``statement`` in the driver's placeholder style (cached)."""
-        out = self._sql.get(statement)
-        if out is None:
-            out = statement.replace("?", "%s") if self.pg else statement
-            self._sql[statement] = out
-        return out
-
-    def ts(self, value: datetime | None) -> Any:
-        """A timestamp as UTCDateTime stores it: naive UTC ISO text on SQLite."""
-        if value is None:
-            return None
-        value = require_aware(value, "timestamp")
-        if self.pg:
-            return value
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
     @contextmanager
     def _connection(self, nowait: bool = False) -> Iterator[Any]:
@@ -120,7 +120,7 @@ class DriverLane:
         with self._connection() as conn:
             cur = conn.cursor()
             try:
-                yield Cursor(self, cur)
+                yield Cursor(self._engine.dialect, cur)
             finally:
                 cur.close()
             if self.pg:
@@ -147,7 +147,7 @@ class DriverLane:
                     if not self.pg:
                         _begin_immediate(cur, fail_fast)
                     try:
-                        yield Cursor(self, cur)
+                        yield Cursor(self._engine.dialect, cur)
                         conn.commit()
                     except BaseException as exc:
                         conn.rollback()
@@ -202,67 +202,152 @@ def _is_busy(exc: BaseException) -> bool:
     )
 
 
-class Cursor:
-    """A DBAPI cursor that decodes rows into dicts with the Core types' Python values."""
+def dialect_insert(dialect_name: str) -> InsertFactory:
+    """The INSERT supporting ON CONFLICT of ``dialect_name`` (same API on both engines)."""
+    if dialect_name == "postgresql":
+        # imported here: the PostgreSQL dialect costs a SQLite user ~40 ms at start-up
+        from sqlalchemy.dialects import postgresql
 
-    def __init__(self, lane: DriverLane, cur: Any) -> None:
-        self._lane = lane
+        return postgresql.insert
+    return sqlite_dialect.insert
+
+
+class Sql:
+    """One statement, defined once in SQLAlchemy Core.
+
+    ``build`` makes it for a dialect (it gets that dialect's ``insert``, whose
+    ``ON CONFLICT`` clauses differ). A Core connection runs :meth:`core`; the lane runs the
+    same statement compiled once per dialect, with the Core types' bind processing and its
+    rows decoded as the Core types decode them.
+    """
+
+    def __init__(self, build: Callable[[InsertFactory], Executable]) -> None:
+        self._build = build
+        self._core: dict[str, Executable] = {}
+        self._compiled: dict[str, _Compiled] = {}
+
+    def core(self, dialect: Dialect) -> Executable:
+        """The statement for ``dialect`` (built once)."""
+        stmt = self._core.get(dialect.name)
+        if stmt is None:
+            stmt = self._core[dialect.name] = self._build(dialect_insert(dialect.name))
+        return stmt
+
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        """The statement as the driver's SQL text and parameter order (compiled once)."""
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            found = self._compiled[dialect.name] = _Compiled(self.core(dialect), dialect)
+        return found
+
+
+class _Compiled:
+    __slots__ = ("_names", "_plan", "_positional", "_processors", "decode", "sql")
+
+    def __init__(self, stmt: Executable, dialect: Dialect) -> None:
+        assert isinstance(stmt, ClauseElement)
+        compiled = stmt.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = compiled.string
+        if "POSTCOMPILE" in self.sql:  # an expanding IN: its SQL text is not fixed
+            raise ValueError(f"the lane cannot run {self.sql!r}: use = ... OR = ...")
+        self._positional = compiled.positional
+        names = compiled.positiontup if compiled.positional else compiled.bind_names.values()
+        self._names = list(names or ())
+        # (name, required, the statement's own value); processors only where a type has one
+        self._plan: list[tuple[str, bool, Any]] = []
+        self._processors: list[tuple[int, Callable[[Any], Any]]] = []
+        for i, name in enumerate(self._names):
+            bind = compiled.binds[name]
+            self._plan.append((name, bind.required, bind.effective_value))
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                self._processors.append((i, process))
+        selected = getattr(stmt, "exported_columns", None)
+        self.decode = _decoder(list(selected)) if selected else None
+
+    def params(self, given: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        """The driver's parameters: ``given`` by name (a missing one is a KeyError), the
+        statement's own literals otherwise, each processed as its Core type binds it."""
+        values = [given[n] if required else given.get(n, own) for n, required, own in self._plan]
+        for i, process in self._processors:
+            values[i] = process(values[i])
+        if self._positional:
+            return values
+        return dict(zip(self._names, values, strict=True))
+
+
+class Cursor:
+    """A DBAPI cursor running :class:`Sql` statements; rows come back as the Core types
+    read them (:meth:`one`, :meth:`all` as dicts by column name)."""
+
+    def __init__(self, dialect: Dialect, cur: Any) -> None:
+        self._dialect = dialect
         self._cur = cur
 
-    def execute(self, statement: str, params: Sequence[Any] = ()) -> int:
-        self._cur.execute(self._lane.sql(statement), tuple(params))
+    def _run(self, sql: Sql, params: Mapping[str, Any]) -> _Compiled:
+        compiled = sql.compiled(self._dialect)
+        self._cur.execute(compiled.sql, compiled.params(params))
+        return compiled
+
+    def execute(self, sql: Sql, /, **params: Any) -> int:
+        self._run(sql, params)
         return int(self._cur.rowcount)
 
-    def row(self, statement: str, params: Sequence[Any] = ()) -> tuple[Any, ...]:
-        """The first row of a statement that always returns one, as a tuple."""
-        self._cur.execute(self._lane.sql(statement), tuple(params))
+    def row(self, sql: Sql, /, **params: Any) -> tuple[Any, ...]:
+        """The first row of a statement that always returns one, as a raw driver tuple."""
+        self._run(sql, params)
         return tuple(self._cur.fetchone())
 
-    def rows(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Every row of ``statement`` as raw driver tuples (no type decoding)."""
-        self._cur.execute(self._lane.sql(statement), tuple(params))
+    def rows(self, sql: Sql, /, **params: Any) -> list[tuple[Any, ...]]:
+        """Every row of ``sql`` as raw driver tuples (no type decoding)."""
+        self._run(sql, params)
         return [tuple(r) for r in self._cur.fetchall()]
 
-    def scalar(self, statement: str, params: Sequence[Any] = ()) -> Any:
-        self._cur.execute(self._lane.sql(statement), tuple(params))
+    def scalar(self, sql: Sql, /, **params: Any) -> Any:
+        self._run(sql, params)
         row = self._cur.fetchone()
         return None if row is None else row[0]
 
-    def one(
-        self, table: Table, statement: str, params: Sequence[Any] = ()
-    ) -> dict[str, Any] | None:
-        """The first row of ``statement``, whose columns must be :func:`columns` of ``table``."""
-        self._cur.execute(self._lane.sql(statement), tuple(params))
+    def one(self, sql: Sql, /, **params: Any) -> dict[str, Any] | None:
+        compiled = self._run(sql, params)
+        assert compiled.decode is not None, "the statement returns no rows"
         row = self._cur.fetchone()
-        return None if row is None else _decoder(table)(row)
+        return None if row is None else compiled.decode(row)
 
-    def all(self, table: Table, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        self._cur.execute(self._lane.sql(statement), tuple(params))
-        decode = _decoder(table)
+    def all(self, sql: Sql, /, **params: Any) -> list[dict[str, Any]]:
+        compiled = self._run(sql, params)
+        assert compiled.decode is not None, "the statement returns no rows"
+        decode = compiled.decode
         return [decode(r) for r in self._cur.fetchall()]
 
 
-def columns(table: Table) -> str:
-    """The column list every lane SELECT/RETURNING on ``table`` uses (decoder order)."""
-    return ", ".join(c.name for c in table.columns)
+class CoreRunner:
+    """:class:`Cursor`'s ``execute`` and ``rows`` on a Core connection, for code that runs
+    the same statements in either kind of transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: Sql, /, **params: Any) -> int:
+        return int(self._conn.execute(sql.core(self._conn.dialect), params).rowcount)
+
+    def rows(self, sql: Sql, /, **params: Any) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._conn.execute(sql.core(self._conn.dialect), params)]
 
 
 Decoder = Callable[[Sequence[Any]], dict[str, Any]]
-_DECODERS: dict[str, Decoder] = {}
 
 
-def _decoder(table: Table) -> Decoder:
-    cached = _DECODERS.get(table.name)
-    if cached is not None:
-        return cached
-    names = [c.name for c in table.columns]
+def _decoder(selected: Sequence[Any]) -> Decoder:
+    names = [getattr(c, "name", None) or f"column_{i}" for i, c in enumerate(selected)]
     kinds = [
         "ts"
         if isinstance(c.type, UTCDateTime)
         else "json"
         if isinstance(c.type, JSONText)
         else None
-        for c in table.columns
+        for c in selected
     ]
 
     def decode(row: Sequence[Any]) -> dict[str, Any]:
@@ -273,7 +358,6 @@ def _decoder(table: Table) -> Decoder:
             out[name] = value
         return out
 
-    _DECODERS[table.name] = decode
     return decode
 
 

@@ -158,7 +158,7 @@ def test_nowait_fails_at_once_while_another_thread_writes(sqlite_store: Store) -
     inside, leave = threading.Event(), threading.Event()
 
     def slow_writer() -> None:
-        with sqlite_store._lane.write():  # a writer of this process, mid-transaction
+        with sqlite_store._db.lane.write():  # a writer of this process, mid-transaction
             inside.set()
             leave.wait(10)
 
@@ -197,7 +197,7 @@ def test_inline_writes_checkpoint_the_wal_in_the_background(
         )
         write(sqlite_store.mark_sent_many, [(claimed[0].id, str(i))])
     deadline = time.monotonic() + 10
-    while sqlite_store._lane._checkpointing.locked() and time.monotonic() < deadline:
+    while sqlite_store._db.lane._checkpointing.locked() and time.monotonic() < deadline:
         time.sleep(0.01)
     # Without checkpoints the WAL would hold every page of 2 x `pairs` commits (~40 MB).
     assert wal.stat().st_size < 12 * 2**20, wal.stat().st_size
@@ -214,10 +214,10 @@ def test_a_lock_wait_mid_transaction_is_busy_and_writes_nothing(
 
     real = driver.Cursor.scalar
 
-    def locked_insert(self, statement, params=()):  # type: ignore[no-untyped-def]
-        if statement.startswith("INSERT INTO outbox"):
+    def locked_insert(self, sql, /, **params):  # type: ignore[no-untyped-def]
+        if "payload" in params:  # the outbox insert
             raise sqlite3.OperationalError("database is locked")
-        return real(self, statement, params)
+        return real(self, sql, **params)
 
     monkeypatch.setattr(driver.Cursor, "scalar", locked_insert)
     with pytest.raises(StoreBusy):
@@ -228,4 +228,44 @@ def test_a_lock_wait_mid_transaction_is_busy_and_writes_nothing(
     assert sqlite_store.list_outbox() == []
     rows, _ = sqlite_store.enqueue_claimed("b@im.bot", "u@im.wechat", [{"n": 2}], nowait=True)
     assert [r.payload for r in sqlite_store.list_outbox()] == [{"n": 2}] == [rows[0].payload]
+    sqlite_store.close()
+
+
+def test_sqlite_timestamps_are_stored_as_sqlalchemy_writes_them(sqlite_store: Store) -> None:
+    """UTCDateTime formats SQLite text itself (faster than SQLAlchemy's DATETIME): the text
+    must be SQLAlchemy's own, so ordering and rows written by other tools agree."""
+    from datetime import timedelta, timezone
+
+    from sqlalchemy import DateTime, text
+    from sqlalchemy.dialects import sqlite
+
+    core = DateTime().dialect_impl(sqlite.dialect()).bind_processor(sqlite.dialect())
+    assert core is not None
+    east = timezone(timedelta(hours=8))
+    whole = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # no microseconds: still six digits
+    for when in (whole, datetime(2026, 11, 21, 20, 0, 0, 123456, tzinfo=east)):
+        sqlite_store.save_pending_login(
+            qrcode="q", qr_url="u", poll_base="p", png_path=None, issued_at=when
+        )
+        with sqlite_store.engine.connect() as conn:
+            stored = conn.execute(text("SELECT issued_at FROM pending_login")).scalar_one()
+        assert stored == core(when.astimezone(UTC).replace(tzinfo=None))
+        pending = sqlite_store.get_pending_login()
+        assert pending is not None and pending.issued_at == when
+    with pytest.raises(ValueError, match="timezone-aware"):
+        sqlite_store.save_pending_login(
+            qrcode="q", qr_url="u", poll_base="p", png_path=None, issued_at=datetime(2026, 1, 1)
+        )
+    sqlite_store.close()
+
+
+def test_the_lane_refuses_a_statement_whose_sql_is_not_fixed(sqlite_store: Store) -> None:
+    """An expanding IN renders its SQL per call: the lane compiles once, so it says so."""
+    from ilinkbot.store.driver import Sql
+    from ilinkbot.store.models import outbox
+    from sqlalchemy import select
+
+    statement = Sql(lambda _: select(outbox.c.id).where(outbox.c.state.in_(["a", "b"])))
+    with pytest.raises(ValueError, match="cannot run"), sqlite_store._db.lane.read() as cur:
+        cur.rows(statement)
     sqlite_store.close()
