@@ -51,6 +51,7 @@ def _peak_rss_mib() -> float:
 
 async def _child_upload(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
+
     from ilinkbot.cdn import upload_media
     from ilinkbot.ilink.client import IlinkClient, build_send_body
     from ilinkbot.ilink.wire import new_client_id
@@ -94,6 +95,7 @@ def child_main(args: argparse.Namespace) -> int:
 
     configure_logging(level="warning", json=True)  # logs to stderr; stdout is the result
     import httpx  # noqa: F401
+
     import ilinkbot.cdn  # noqa: F401  (same imports in every mode, so "idle" is the floor)
 
     if args.child == "serve":
@@ -158,6 +160,7 @@ def _make_file(path: Path, size: int) -> str:
 
 async def _issue_qr(api: str) -> None:
     import httpx
+
     from ilinkbot.ilink.client import IlinkClient
 
     async with httpx.AsyncClient() as http:

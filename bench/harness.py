@@ -93,6 +93,7 @@ class SandboxProc:
     def login(self) -> tuple[str, str]:
         """A new bot: (bot_id, bot_token)."""
         import httpx
+
         from ilinkbot.ilink import IlinkClient
 
         async def qr() -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+
 from ilinkbot.ilink import IlinkError, SessionExpired
 from ilinkbot.store import Account
 

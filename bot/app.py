@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from ilinkbot.store import Store
 
 from .config import Config, load_config

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
 from ilinkbot.ilink import IlinkError
 from ilinkbot.ilink.log import get_logger
 from ilinkbot.ilink.models import TypingStatus, WeixinMessage

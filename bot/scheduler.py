@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
+
 from ilinkbot.ilink.log import get_logger
 
 __all__ = ["Clock", "Job", "RealClock", "Scheduler"]

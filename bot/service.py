@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import httpx
+
 from ilinkbot.ilink import IlinkClient
 from ilinkbot.ilink.pools import http_client
 from ilinkbot.store import Account, Store, StoreBusy

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
+
 from ilinkbot.ilink import IlinkClient
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Account, Store

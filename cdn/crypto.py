@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from ilinkbot.ilink.log import register_secret
 
 from .errors import CdnDownloadError, MediaRefused

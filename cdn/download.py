@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
+
 from ilinkbot.ilink.log import get_logger, register_secret
 from ilinkbot.ilink.models import CDNMedia, MessageItem, MessageItemType, WeixinMessage
 from ilinkbot.ilink.wire import encode_query_value

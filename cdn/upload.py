@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from ilinkbot.ilink.client import IlinkClient
 from ilinkbot.ilink.log import get_logger, register_secret
 from ilinkbot.ilink.wire import encode_query_value

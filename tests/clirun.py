@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
 from ilinkbot.bot.cli.main import main
 
 

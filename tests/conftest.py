@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import structlog
+
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.service import Service
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
 from ilinkbot.testing import no_real_waiting, sandbox_login
 
 OWNER = "owner@im.wechat"

@@ -13,7 +13,6 @@ from typing import Any
 
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
-
 from ilinkbot.testing import sandbox_login
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
 import ilinkbot
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from tests.processes import OWNER, login, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -85,7 +85,6 @@ def _wait(pred: Callable[[], bool], timeout: float, what: str, procs: list[Any])
 def _login_all(sp: SandboxProc, url: str | None, home: Path, owners: list[str]) -> list[str]:
     """Each owner logs a bot in through the QR flow over HTTP; the accounts are stored."""
     from ilinkbot.store import Store
-
     from ilinkbot.testing import sandbox_login
 
     store = Store.open(url, home=home)

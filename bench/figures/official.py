@@ -133,6 +133,7 @@ async def _rate(n: int, in_flight: int, one: Callable[[int], Awaitable[None]]) -
 
 async def bare_httpx(url: str, n: int, in_flight: int) -> float:
     import httpx
+
     from ilinkbot.ilink import IlinkClient, build_send_body
     from ilinkbot.ilink.wire import dumps, new_client_id
 

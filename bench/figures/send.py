@@ -20,6 +20,7 @@ async def _bare_sends(
 ) -> float:
     """The floor: one httpx.AsyncClient posting prepared sendmessage bodies in a loop."""
     import httpx
+
     from ilinkbot.ilink import IlinkClient, build_send_body
     from ilinkbot.ilink.wire import dumps, new_client_id
 

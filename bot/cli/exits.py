@@ -26,8 +26,9 @@ def exit_table() -> dict[type[BaseException], Exit]:
     import sqlite3
 
     import psycopg
-    from ilinkbot.store import DatabaseUrlError, NotFoundError, StoreUnavailable
     from sqlalchemy.exc import SQLAlchemyError
+
+    from ilinkbot.store import DatabaseUrlError, NotFoundError, StoreUnavailable
 
     return {
         ConfigError: Exit.USAGE,

@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ilinkbot.store import Account
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ilinkbot.store import Account
 
 from ..accounts import find_account
 from ..errors import AmbiguousAccount, UnknownAccount

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from ilinkbot.ilink import SessionExpired
-from ilinkbot.ilink.log import get_logger, register_secret
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from ilinkbot.ilink import SessionExpired
+from ilinkbot.ilink.log import get_logger, register_secret
 
 from .. import spool
 from ..accounts import choose_account

@@ -11,12 +11,13 @@ import sqlite3
 from typing import Any
 
 import psycopg
-from ilinkbot.ilink import IlinkError, SessionExpired
-from ilinkbot.store import StoreUnavailable
-from ilinkbot.store.errors import one_line
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
+
+from ilinkbot.ilink import IlinkError, SessionExpired
+from ilinkbot.store import StoreUnavailable
+from ilinkbot.store.errors import one_line
 
 from ..errors import (
     AccountError,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from ilinkbot.ilink.log import get_logger, register_secret
 from ilinkbot.ilink.models import MessageItemType, WeixinMessage
 from ilinkbot.store import Account

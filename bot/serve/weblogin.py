@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import qrcode
-from ilinkbot.ilink.log import get_logger, register_secret
 from qrcode.constants import ERROR_CORRECT_M
+
+from ilinkbot.ilink.log import get_logger, register_secret
 
 from ..login import MAX_QR_CODES, LoginEvent, LoginFailed, LoginResult, run_login
 from ..service import Service

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from ilinkbot.ilink.wire import encode_query_value
 
 from .model import Headers, SandboxRequest, SandboxResponse, Violation, is_int, need

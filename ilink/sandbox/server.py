@@ -20,6 +20,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 import h11
+
 from ilinkbot.ilink.log import get_logger
 
 from .core import Sandbox

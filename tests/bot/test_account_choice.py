@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.errors import AccountError
 from ilinkbot.bot.exitcodes import Exit
 from ilinkbot.bot.push import send_to_wechat
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
-
 from ilinkbot.testing import no_real_waiting, sandbox_login
 from tests.clirun import run_cli
 from tests.processes import env_for, login, write_config

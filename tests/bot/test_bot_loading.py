@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from tests.processes import OWNER, env_for, login, wait_until, write_config
 
 MYBOT = """

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from ilinkbot.bot.config import Config, ConfigError, load_config
 
+from ilinkbot.bot.config import Config, ConfigError, load_config
 from tests.clirun import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]

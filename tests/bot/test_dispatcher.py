@@ -8,13 +8,13 @@ import itertools
 from typing import Any
 
 import pytest
+
+from ilinkbot import Bot, filters
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.dispatcher import Dispatcher
 from ilinkbot.bot.runner import Runner
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
-from ilinkbot import Bot, filters
 from ilinkbot.testing import no_real_waiting
 from tests.conftest import OWNER
 

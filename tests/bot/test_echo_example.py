@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.loader import load_bot
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
 from ilinkbot.testing import no_real_waiting
 from tests.conftest import OWNER
 

@@ -7,14 +7,14 @@ import asyncio
 from typing import Any
 
 import pytest
+
+from ilinkbot import Bot
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.errors import NoContextError
 from ilinkbot.bot.pacing import Pacer
 from ilinkbot.ilink.client import IlinkClient
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
-from ilinkbot import Bot
 from ilinkbot.testing import no_real_waiting
 
 USERS = [f"user{i:02d}@im.wechat" for i in range(12)]

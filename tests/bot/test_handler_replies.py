@@ -9,11 +9,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
+
+from ilinkbot import Bot, filters
 from ilinkbot.bot.config import Config
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
-from ilinkbot import Bot, filters
 from ilinkbot.testing import no_real_waiting
 from tests.conftest import OWNER
 
@@ -110,7 +110,6 @@ async def test_skip_backlog_marks_older_messages_handled_without_running_handler
 ) -> None:
     from ilinkbot.bot.outbox import Outbox
     from ilinkbot.bot.push import catch_up
-
     from ilinkbot.testing import capture_logs
 
     # What a `send` catch-up stored while no bot ran: three old messages.

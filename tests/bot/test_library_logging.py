@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from tests.processes import OWNER, ROOT, env_for, login, wait_until, write_config
 
 

@@ -7,12 +7,12 @@ import os
 from typing import Any
 
 import pytest
+
+from ilinkbot import Bot
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.runner import Runner
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
-from ilinkbot import Bot
 from ilinkbot.testing import capture_logs, no_real_waiting
 from tests.conftest import OWNER
 

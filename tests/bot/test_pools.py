@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.outbox import Outbox
 from ilinkbot.bot.push import PushRequest, catch_up, push
 from ilinkbot.bot.service import Service
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
-
 from ilinkbot.testing import sandbox_login
 
 ACCOUNTS = 60
@@ -62,6 +62,7 @@ async def test_a_send_is_prompt_while_60_accounts_long_poll(tmp_path: Path) -> N
 
 async def test_each_kind_of_request_goes_to_its_own_pool() -> None:
     import httpx
+
     from ilinkbot.ilink import IlinkClient
     from ilinkbot.ilink.pools import PoolRouter
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.errors import NoContextError
 from ilinkbot.bot.outbox import Outbox
@@ -12,7 +13,6 @@ from ilinkbot.bot.push import PushRequest, push, send_to_wechat
 from ilinkbot.bot.service import Service
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
 from ilinkbot.testing import capture_logs, no_real_waiting
 from tests.conftest import OWNER
 
@@ -274,6 +274,7 @@ async def test_minus_14_in_catch_up_stores_the_push_then_a_new_login_delivers_it
     import asyncio
 
     import httpx
+
     from ilinkbot.bot.login import run_login
     from ilinkbot.ilink.client import IlinkClient
 

@@ -6,12 +6,12 @@ import asyncio
 from typing import Any
 
 import pytest
+
+from ilinkbot import Bot, Router, filters
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.runner import Runner
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
-from ilinkbot import Bot, Router, filters
 from ilinkbot.testing import no_real_waiting
 from tests.conftest import OWNER
 

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
+from ilinkbot import Bot, filters
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.exitcodes import Exit
 from ilinkbot.bot.runner import Runner
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
-from ilinkbot import Bot, filters
 from ilinkbot.testing import no_real_waiting, sandbox_login
 from tests.clirun import run_cli
 from tests.conftest import OWNER

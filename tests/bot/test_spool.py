@@ -8,14 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ilinkbot import Bot
 from ilinkbot.bot import spool
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.runner import Runner
 from ilinkbot.bot.serve import Gateway, create_app
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
-from ilinkbot import Bot
 from tests.conftest import OWNER
 
 HOURS_AGO = time.time() - 2 * 3600

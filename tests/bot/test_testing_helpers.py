@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ilinkbot.ilink.sandbox import Sandbox
-
 from ilinkbot import Bot, Config
+from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.testing import feed, sandbox_login
 
 

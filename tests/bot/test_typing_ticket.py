@@ -10,12 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+
+from ilinkbot import Bot, filters
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.runner import Runner
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
-from ilinkbot import Bot, filters
 from ilinkbot.testing import no_real_waiting
 from tests.conftest import OWNER
 

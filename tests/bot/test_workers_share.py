@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
-
 from ilinkbot.testing import sandbox_login
 from tests.processes import env_for, start_runner, wait_until, write_config
 from tests.store.conftest import pg_url  # noqa: F401  (fixture)

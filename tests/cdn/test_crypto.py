@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from ilinkbot.cdn import (
     CdnDownloadError,
     MediaRefused,
@@ -22,7 +23,6 @@ from ilinkbot.cdn import (
     message_aes_key,
     new_aes_key,
 )
-
 from tests.cdn.fakes import ref_decrypt, ref_encrypt
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from ilinkbot.cdn import (
     CdnDownloadError,
     DownloadedMedia,
@@ -20,7 +21,6 @@ from ilinkbot.cdn import (
     pick_media,
 )
 from ilinkbot.ilink.models import MessageItem, WeixinMessage
-
 from tests.cdn.fakes import CDN, b64, ref_encrypt
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ilinkbot.cdn import MediaKind, kind_for_file_name, mime_from_file_name, sanitize_file_name
 from ilinkbot.cdn.mime import (
     extension_for_mime,

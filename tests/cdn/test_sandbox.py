@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from ilinkbot.cdn import (
     CdnUploadError,
     MediaKind,

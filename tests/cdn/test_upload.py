@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from ilinkbot.cdn import CdnUploadError, MediaKind, UploadedMedia, cdn_upload_url, upload_media
 from ilinkbot.cdn.crypto import ciphertext_size
 from ilinkbot.ilink.client import IlinkClient
-
 from tests.cdn.fakes import API, CDN, FakeCdn, StreamingSink
 
 USER = "o9cq80xxxx@im.wechat"

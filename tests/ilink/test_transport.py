@@ -12,6 +12,7 @@ from typing import Any
 import h11
 import httpx
 import pytest
+
 from ilinkbot.ilink import IlinkClient, RequestTimeout, TransportError
 from ilinkbot.ilink.transport import KeepAliveTransport
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from ilinkbot.ilink.wire import (
     account_id_candidates,
     client_version,

@@ -21,13 +21,13 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from ilinkbot.bot.app import Bot
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.inbound import _scrub
 from ilinkbot.bot.runner import Runner
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
 from ilinkbot.testing import capture_logs, no_real_waiting, sandbox_login
 
 USER = "writer@im.wechat"

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
-
 from tests.processes import env_for, login, start_runner, wait_until, write_config
 
 USERS = [f"u{u:02d}@im.wechat" for u in range(50)]

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 import structlog
+
+from ilinkbot import filters
 from ilinkbot.bot.app import Bot
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.push import PushRequest, push
@@ -31,8 +33,6 @@ from ilinkbot.bot.service import Service
 from ilinkbot.ilink.log import configure_logging, get_logger
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
-
-from ilinkbot import filters
 from ilinkbot.testing import no_real_waiting, sandbox_login
 from tests.processes import ECHO_BOT, OWNER, ROOT, env_for, write_config
 

@@ -12,13 +12,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.outbox import Outbox
 from ilinkbot.bot.push import PushRequest, catch_up, push
 from ilinkbot.bot.service import Service
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
-
 from ilinkbot.testing import no_real_waiting, sandbox_login
 from tests.processes import OWNER
 

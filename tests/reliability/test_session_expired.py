@@ -8,14 +8,14 @@ import asyncio
 from typing import Any
 
 import pytest
+
+from ilinkbot import filters
 from ilinkbot.bot.app import Bot
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.exitcodes import Exit
 from ilinkbot.bot.runner import Runner
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
-from ilinkbot import filters
 from ilinkbot.testing import capture_logs, no_real_waiting, sandbox_login
 
 OWNER = "owner@im.wechat"

@@ -17,8 +17,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from ilinkbot.store import Store
 from sqlalchemy import Connection, text
+
+from ilinkbot.store import Store
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)]

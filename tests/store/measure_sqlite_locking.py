@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ilinkbot.store.engine import BUSY_TIMEOUT_MS, create_store_engine, resolve_url
 from sqlalchemy import Engine, create_engine, event, text
+
+from ilinkbot.store.engine import BUSY_TIMEOUT_MS, create_store_engine, resolve_url
 
 MODES = ("legacy", "deferred", "immediate")
 

@@ -11,9 +11,10 @@ import time
 from collections import Counter
 
 import pytest
+from sqlalchemy import func, select
+
 from ilinkbot.store import InboundRecord, OutboxState, Store
 from ilinkbot.store.models import inbox
-from sqlalchemy import func, select
 
 from ._workers import BATCH_USERS, BOT, OUT_USERS, SHARED_USERS, mixed_worker
 

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, text
+
 from ilinkbot.store import Store
 from ilinkbot.store.models import inbox
-from sqlalchemy import select, text
 
 from ._workers import CRASH_BATCH
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from ilinkbot.store import SCHEMA_VERSION, Store, UnknownAccountError
 from sqlalchemy import inspect, text
+
+from ilinkbot.store import SCHEMA_VERSION, Store, UnknownAccountError
 
 from .conftest import BOT, outbox_before_version_4
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from ilinkbot.store import InboundRecord, OutboxState, Store, StoreBusy, UnknownAccountError
 
 
@@ -261,9 +262,10 @@ def test_sqlite_timestamps_are_stored_as_sqlalchemy_writes_them(sqlite_store: St
 
 def test_the_lane_refuses_a_statement_whose_sql_is_not_fixed(sqlite_store: Store) -> None:
     """An expanding IN renders its SQL per call: the lane compiles once, so it says so."""
+    from sqlalchemy import select
+
     from ilinkbot.store.driver import Sql
     from ilinkbot.store.models import outbox
-    from sqlalchemy import select
 
     statement = Sql(lambda _: select(outbox.c.id).where(outbox.c.state.in_(["a", "b"])))
     with pytest.raises(ValueError, match="cannot run"), sqlite_store._db.lane.read() as cur:

@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 
+from sqlalchemy import text
+
 from ilinkbot.store import AccountState, InboundRecord, OutboxState, Store
 from ilinkbot.store.holders import this_holder
-from sqlalchemy import text
 
 OWNER = "owner@im.wechat"
 FRIEND = "friend@im.wechat"

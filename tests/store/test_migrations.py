@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Connection, inspect, text
+
 from ilinkbot.store import SCHEMA_VERSION, SchemaTooNewError, Store, migrations
 from ilinkbot.store.migrations import Step
-from sqlalchemy import Connection, inspect, text
 
 from .conftest import BOT, outbox_before_version_4
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from ilinkbot.store import Store, default_home, resolve_url
 
 from .conftest import BOT

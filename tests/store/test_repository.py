@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from ilinkbot.store import (
     SCHEMA_VERSION,
     AccountState,

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from tests.clirun import Result, run_cli
 
 CLI = [sys.executable, "-c", "import sys; from ilinkbot.bot.cli.main import main; sys.exit(main())"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ilinkbot.bot.exitcodes import Exit
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import InboundRecord, Store

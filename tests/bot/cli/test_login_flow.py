@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 import pytest
+
 from ilinkbot.bot.login import LoginEvent, LoginFailed, redirect_base, run_login
 from ilinkbot.ilink.client import IlinkClient
 from ilinkbot.ilink.sandbox import Sandbox

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
-
 from tests.clirun import run_cli
 from tests.processes import env_for, login, start_runner, wait_until, write_config
 

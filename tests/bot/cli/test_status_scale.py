@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ilinkbot.store import Store
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from ilinkbot.store import Store
 from tests.clirun import run_cli
 
 

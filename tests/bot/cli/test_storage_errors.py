@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from ilinkbot.bot.exitcodes import Exit
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
-
 from tests.clirun import Result, run_cli
 from tests.processes import OWNER, ROOT, env_for, login, write_config
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from tests.processes import ROOT, env_for
 
 pytest.importorskip("mcp")

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from ilinkbot.bot.exitcodes import Exit
-
 from tests.clirun import run_cli
 from tests.processes import ROOT
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import httpx2
 import pytest
-from ilinkbot.ilink.sandbox import Sandbox
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from ilinkbot.ilink.sandbox import Sandbox
 from tests.bot.mcp.conftest import SERVER_ARGS, call
 from tests.processes import OWNER, ROOT, wait_until
 

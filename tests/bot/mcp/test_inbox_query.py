@@ -4,7 +4,6 @@ on both engines."""
 from __future__ import annotations
 
 from ilinkbot.store import InboundRecord, Store
-
 from tests.store.conftest import db_url, pg_url  # noqa: F401 - fixtures used below
 
 BOT = "b0f5860fdecb@im.bot"

@@ -9,7 +9,6 @@ from pathlib import Path
 from ilinkbot.bot.agent_tools import AgentTools
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.mcp_server import TOOL_NAMES, build_server
-
 from tests.processes import ROOT
 
 

@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
 from tests.bot.mcp.conftest import ToolFailed, call, stdio_session
 from tests.processes import OWNER, write_config
 

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import httpx
 import pytest
+
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.serve import Gateway, create_app
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
 from ilinkbot.testing import no_real_waiting
 
 TOKEN = "ilk_test-token-0123456789abcdef"

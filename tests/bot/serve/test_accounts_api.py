@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
 

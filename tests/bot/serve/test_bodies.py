@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+
 from ilinkbot.bot.serve.alerts import alertmanager_notification
 from ilinkbot.bot.serve.bodies import BodyError, Notification, media_kind, parse_push
 from ilinkbot.bot.serve.markdown import wechat_markdown

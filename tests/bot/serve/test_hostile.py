@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from ilinkbot.bot.serve import Gateway, create_app
 from ilinkbot.ilink.sandbox import Sandbox
-
 from ilinkbot.testing import capture_logs
 from tests.conftest import OWNER
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
 from tests.conftest import OWNER
 
 from .conftest import AUTH

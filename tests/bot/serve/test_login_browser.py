@@ -22,10 +22,10 @@ from typing import Any
 
 import httpx
 import pytest
+
 from ilinkbot.bot.serve.weblogin import qr_data_url
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
-
 from tests.conftest import OWNER
 
 from .test_process import Serving, token_of, wait_until

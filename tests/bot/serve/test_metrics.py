@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 import httpx
-from ilinkbot.ilink.sandbox import Sandbox
 
+from ilinkbot.ilink.sandbox import Sandbox
 from tests.conftest import OWNER
 
 from .conftest import AUTH

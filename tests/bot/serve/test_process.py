@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.store import Store
-
 from ilinkbot.testing import sandbox_login
 from tests.clirun import run_cli
 from tests.conftest import OWNER

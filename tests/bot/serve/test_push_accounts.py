@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import httpx
+
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
 from ilinkbot.testing import capture_logs, sandbox_login
 from tests.conftest import OWNER
 

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 import qrcode
+
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.serve import Gateway, create_app
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-
 from ilinkbot.testing import capture_logs, no_real_waiting
 from tests.conftest import OWNER
 

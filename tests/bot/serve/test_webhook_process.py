@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
+from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from tests.conftest import OWNER
 
 from . import test_process as proc

@@ -18,6 +18,12 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ilinkbot import Bot, filters
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.events import Events
 from ilinkbot.bot.outbox import Outbox
@@ -26,12 +32,6 @@ from ilinkbot.bot.runner import Runner
 from ilinkbot.bot.serve.webhooks import SIGNATURE_HEADER, Webhooks, load_secret
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-
-from ilinkbot import Bot, filters
 from tests.clirun import run_cli
 from tests.conftest import OWNER
 

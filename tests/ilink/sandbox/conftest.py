@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
 from .helpers import Api

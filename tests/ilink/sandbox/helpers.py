@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.ilink.wire import client_version, dumps, encode_query_value, endpoint_url, new_uin
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox, SandboxError, SandboxServer
 
 from .helpers import Api

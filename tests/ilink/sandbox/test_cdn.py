@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.ilink.wire import encode_query_value
 

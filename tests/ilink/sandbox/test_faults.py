@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 
 from .helpers import Api, new_client_id

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from ilinkbot.ilink.sandbox import Sandbox, SandboxServer
 from ilinkbot.ilink.wire import dumps, new_uin
 

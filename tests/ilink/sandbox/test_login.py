@@ -6,6 +6,7 @@ import asyncio
 import re
 
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox, SandboxError, SandboxServer
 
 from .helpers import Api

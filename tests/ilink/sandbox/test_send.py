@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox
 
 from .helpers import DROP, Api, b64hex, new_client_id

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.ilink.wire import encode_query_value
 
