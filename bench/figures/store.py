@@ -4,7 +4,6 @@ against hand-written SQL on the same engine (SQLite, and PostgreSQL when reachab
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sqlite3
 import tempfile
@@ -12,9 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from harness import DEFAULT_PG_URL, OWNER, Row
+from harness import OWNER, Row, pg_schema
 
 NAME = "store"
 TARGET = "reported (no target)"
@@ -132,24 +130,6 @@ def _floor_rates(
     }
 
 
-def _pg_schema() -> tuple[str, str, str] | None:
-    """(sqlalchemy url with a fresh search_path, libpq url, schema) or None."""
-    base = os.environ.get("ILINKBOT_TEST_PG_URL") or DEFAULT_PG_URL
-    libpq = "postgresql://" + base.split("://", 1)[1]
-    try:
-        import psycopg
-
-        schema = f"ilinkbot_bench_{secrets.token_hex(4)}"
-        with psycopg.connect(libpq, connect_timeout=3, autocommit=True) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-    except Exception as exc:
-        print(f"  (PostgreSQL skipped: {type(exc).__name__}: {str(exc)[:80]})")
-        return None
-    options = quote(f"-csearch_path={schema}", safe="")
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options={options}", f"{libpq}{sep}options={options}", schema
-
-
 def measure(quick: bool) -> dict[str, Any]:
     n_single, n_batches, batch = (300, 5, 100) if quick else (2000, 20, 100)
     out: dict[str, Any] = {"single_batches": n_single, "batches": n_batches, "batch_size": batch}
@@ -165,7 +145,7 @@ def measure(quick: bool) -> dict[str, Any]:
 
         floor = _floor_rates(connect_sqlite, "?", "", "BEGIN IMMEDIATE", n_single, n_batches, batch)
         out["sqlite"] = _store_row(ours, floor)
-    pg = _pg_schema()
+    pg = pg_schema()
     if pg is not None:
         import psycopg
 
