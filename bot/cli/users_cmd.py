@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..exitcodes import Exit
+from ..status import iso
 from ..window import window_state
 from .common import App
 
@@ -58,10 +59,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     u.set_defaults(func=run_unalias)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-
-
 def run_list(app: App) -> int:
     account = app.account(active_only=False)
     cfg = app.config
@@ -77,7 +74,7 @@ def run_list(app: App) -> int:
                 "alias": peer.alias,
                 "owner": peer.user_id == account.owner_user_id,
                 "has_context_token": bool(peer.context_token),
-                "last_inbound_at": _iso(peer.last_inbound_at),
+                "last_inbound_at": iso(peer.last_inbound_at),
                 "window_open": ws.open,
                 "window_messages_left": ws.messages_left,
             }
