@@ -246,15 +246,9 @@ class Poller:
         """Wait to try the lease again: until the runner says it is free (``wake``), or at
         most ``seconds``. Idle pollers cost nothing: a worker with 750 accounts polled
         elsewhere does not ask for 750 leases every few seconds."""
-        waking = asyncio.create_task(self.wake.wait())
-        try:
-            await asyncio.wait(
-                {waking, asyncio.create_task(self._sleep(seconds))},
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            waking.cancel()
-            self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_first_of(self.stop, self.wake), timeout=seconds)
+        self.wake.clear()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
