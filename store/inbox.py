@@ -121,20 +121,30 @@ class InboxStore(StoreBase):
                 cur.execute(PG_ACCOUNT_LOCK, namespace=PG_BATCH_LOCK_NAMESPACE, bot_id=bot_id)
             if cur.scalar(ACCOUNT_KNOWN, bot_id=bot_id) is None:
                 raise UnknownAccountError(f"unknown account {bot_id!r}")
+            created_at = [
+                record.created_at.astimezone(UTC) if record.created_at else None
+                for record in records
+            ]
+            new_ids = cur.scalars_many(
+                _INSERT_INBOX,
+                [
+                    {
+                        "bot_id": bot_id,
+                        "message_id": record.message_id,
+                        "user_id": record.user_id,
+                        "context_token": record.context_token or None,
+                        "raw": raw,
+                        "created_at": created,
+                        "now": now,
+                    }
+                    for record, raw, created in zip(records, raws, created_at, strict=True)
+                ],
+            )
             # user -> (token, inbound time) folded over the new messages in batch order
             latest: dict[str, tuple[str | None, datetime]] = {}
-            for record, raw in zip(records, raws, strict=True):
-                created = record.created_at.astimezone(UTC) if record.created_at else None
-                new_id = cur.scalar(
-                    _INSERT_INBOX,
-                    bot_id=bot_id,
-                    message_id=record.message_id,
-                    user_id=record.user_id,
-                    context_token=record.context_token or None,
-                    raw=raw,
-                    created_at=created,
-                    now=now,
-                )
+            for record, raw, created, new_id in zip(
+                records, raws, created_at, new_ids, strict=True
+            ):
                 if new_id is None:
                     continue  # seen before (a replay, or a duplicate within the batch)
                 inserted.append(
@@ -162,16 +172,19 @@ class InboxStore(StoreBase):
                     max(previous_at, inbound_at),
                 )
             # Sorted, so that concurrent writers lock peer rows in one order (PostgreSQL).
-            for user_id in sorted(latest):
-                token, inbound_at = latest[user_id]
-                cur.execute(
-                    _TOUCH_PEER,
-                    bot_id=bot_id,
-                    user_id=user_id,
-                    context_token=token,
-                    inbound_at=inbound_at,
-                    now=now,
-                )
+            cur.execute_many(
+                _TOUCH_PEER,
+                [
+                    {
+                        "bot_id": bot_id,
+                        "user_id": user_id,
+                        "context_token": latest[user_id][0],
+                        "inbound_at": latest[user_id][1],
+                        "now": now,
+                    }
+                    for user_id in sorted(latest)
+                ],
+            )
             if new_cursor:
                 cur.execute(_SAVE_CURSOR, bot_id=bot_id, cursor=new_cursor, now=now)
         if records:

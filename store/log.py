@@ -21,10 +21,13 @@ class _StoreLogger:
     def __init__(self, name: str) -> None:
         self._name = name
         self._library: Any = None
+        self._configured: Any = None  # structlog's lazy proxy: it follows reconfiguration
 
     def __getattr__(self, method: str) -> Any:
         if structlog.is_configured():
-            return getattr(structlog.get_logger(self._name), method)
+            if self._configured is None:
+                self._configured = structlog.get_logger(self._name)
+            return getattr(self._configured, method)
         if self._library is None:
             self._library = structlog.wrap_logger(
                 logging.getLogger(self._name),

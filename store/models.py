@@ -146,6 +146,13 @@ class JSONText(TypeDecorator[Any]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
         return dump_json(value)
 
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        # Text binds as it is on both drivers: skip TypeDecorator's wrapper (a message's
+        # raw JSON is bound once per inbox row).
+        if self.impl_instance.dialect_impl(dialect).bind_processor(dialect) is None:
+            return dump_json
+        return super().bind_processor(dialect)
+
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
