@@ -38,6 +38,7 @@ __all__ = [
     "PG_ACCOUNT_LOCK",
     "PG_BATCH_LOCK_NAMESPACE",
     "PG_CLAIM_LOCK_NAMESPACE",
+    "PG_LOCK_KNOWN_ACCOUNT",
     "Db",
     "StoreBase",
 ]
@@ -52,6 +53,15 @@ PG_ACCOUNT_LOCK = Sql(
             bindparam("namespace", type_=Integer), func.hashtext(bindparam("bot_id", type_=String))
         )
     )
+)
+#: A row if the account exists, and then one of those locks taken for it: a lock and
+#: the account check in one round trip (PostgreSQL only).
+PG_LOCK_KNOWN_ACCOUNT = Sql(
+    lambda _: select(
+        func.pg_advisory_xact_lock(
+            bindparam("namespace", type_=Integer), func.hashtext(accounts.c.bot_id)
+        )
+    ).where(accounts.c.bot_id == bindparam("bot_id"))
 )
 #: A row if the account exists.
 ACCOUNT_KNOWN = Sql(

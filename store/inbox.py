@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Executable, bindparam, case, func, literal, select, update
 from sqlalchemy.sql.elements import BindParameter
 
-from .db import ACCOUNT_KNOWN, PG_ACCOUNT_LOCK, PG_BATCH_LOCK_NAMESPACE, StoreBase
+from .db import ACCOUNT_KNOWN, PG_BATCH_LOCK_NAMESPACE, PG_LOCK_KNOWN_ACCOUNT, StoreBase
 from .driver import InsertFactory, Sql
 from .errors import NotFoundError, UnknownAccountError
 from .log import get_logger
@@ -118,8 +118,12 @@ class InboxStore(StoreBase):
         inserted: list[InboxRow] = []
         with self._db.lane.write() as cur:
             if self._db.pg:
-                cur.execute(PG_ACCOUNT_LOCK, namespace=PG_BATCH_LOCK_NAMESPACE, bot_id=bot_id)
-            if cur.scalar(ACCOUNT_KNOWN, bot_id=bot_id) is None:
+                known = cur.rows(
+                    PG_LOCK_KNOWN_ACCOUNT, namespace=PG_BATCH_LOCK_NAMESPACE, bot_id=bot_id
+                )
+            else:
+                known = cur.rows(ACCOUNT_KNOWN, bot_id=bot_id)
+            if not known:
                 raise UnknownAccountError(f"unknown account {bot_id!r}")
             created_at = [
                 record.created_at.astimezone(UTC) if record.created_at else None
