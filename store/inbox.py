@@ -191,15 +191,7 @@ class InboxStore(StoreBase):
             )
             if new_cursor:
                 cur.execute(_SAVE_CURSOR, bot_id=bot_id, cursor=new_cursor, now=now)
-        if records:
-            log.debug(
-                "batch_recorded",
-                bot_id=bot_id,
-                received=len(records),
-                new=len(inserted),
-                cursor_advanced=bool(new_cursor),
-            )
-        return inserted
+        return inserted  # the caller logs what came in (bot.inbound: inbound_batch)
 
     def unhandled(self, bot_id: str, limit: int | None = None) -> list[InboxRow]:
         """Inbox rows neither handled nor dead, in arrival order."""
