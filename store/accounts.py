@@ -41,6 +41,7 @@ log = get_logger(__name__)
 
 #: The ``settings`` key of the account pushes use when none is named.
 _DEFAULT_ACCOUNT_KEY = "default_account"
+_SETTING = Sql(lambda _: select(settings.c.value).where(settings.c.key == bindparam("key")))
 
 
 ACCOUNT = Sql(lambda _: select(accounts).where(accounts.c.bot_id == bindparam("bot_id")))
@@ -275,10 +276,8 @@ class AccountsStore(StoreBase):
     def default_account(self) -> str | None:
         """The bot id chosen with :meth:`set_default_account`, or None. It may name an
         account that has since logged out or been deleted: callers say so, never skip it."""
-        with self._db.read() as conn:
-            value = conn.execute(
-                select(settings.c.value).where(settings.c.key == _DEFAULT_ACCOUNT_KEY)
-            ).scalar_one_or_none()
+        with self._db.lane.read() as cur:  # read by every push: on the driver lane
+            value = cur.scalar(_SETTING, key=_DEFAULT_ACCOUNT_KEY)
         return str(value) if value is not None else None
 
     def set_default_account(self, bot_id: str | None) -> None:
