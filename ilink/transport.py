@@ -1,10 +1,12 @@
-"""A lean keep-alive HTTP/1.1 transport for httpx: asyncio streams and h11, nothing else.
+"""A lean keep-alive HTTP/1.1 transport for httpx: asyncio streams and a small codec.
 
 httpx's default transport (httpcore over anyio) costs several hundred microseconds a request
 in pool bookkeeping and stream layers, and degrades when many requests are in flight at once
 (``docs/benchmarks.md``, figure ``official``). ilink's API is a few small JSON POSTs to one
 host, so this transport keeps a small set of persistent connections per origin and does the
-least work per request.
+least work per request. It writes the request in one piece and reads the answer with the
+stream's own ``readuntil``/``readexactly`` (:mod:`ilink.http11`), which costs about a third
+of what driving h11's state machine did.
 
 Failure semantics are httpx's: a failed connect is ``httpx.ConnectError``/``ConnectTimeout``;
 once any byte of a request may have reached the server, a failure is surfaced
@@ -12,6 +14,9 @@ once any byte of a request may have reached the server, a failure is surfaced
 is never sent again by the transport, because a POST may already have been processed.
 An idle connection the server closed (or one idle longer than ``keepalive_expiry``) is
 dropped before reuse, so only a close racing the request itself can fail it.
+
+Answers are read whole before they are returned (ilink's are small JSON documents); the
+connection goes back to the pool at once.
 """
 
 from __future__ import annotations
@@ -22,27 +27,24 @@ import ssl
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Any
 
-import h11
 import httpx
+
+from .http11 import READ_LIMIT, read_response, request_head
 
 __all__ = ["KeepAliveTransport"]
 
-_READ_SIZE = 64 * 1024
 Origin = tuple[str, str, int]
 
 
 class _Conn:
-    """One HTTP/1.1 connection: the asyncio streams and its h11 state machine."""
+    """One HTTP/1.1 connection: its asyncio streams."""
 
-    __slots__ = ("h11", "idle_since", "reader", "writer")
+    __slots__ = ("idle_since", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = time.monotonic()
 
     def reusable(self, expiry: float) -> bool:
@@ -71,39 +73,6 @@ def _timeouts(request: httpx.Request) -> dict[str, float | None]:
     return {k: t.get(k) for k in ("connect", "read", "write", "pool")}
 
 
-class _Body(httpx.AsyncByteStream):
-    """The response body, read from the connection as it is iterated. Closing it hands
-    the connection back to the pool when the exchange ended cleanly, else closes it."""
-
-    def __init__(
-        self, transport: KeepAliveTransport, origin: _Origin, conn: _Conn, read: float | None
-    ) -> None:
-        self._transport = transport
-        self._origin = origin
-        self._conn: _Conn | None = conn
-        self._read = read
-        self._done = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        conn = self._conn
-        if conn is None or self._done:
-            return
-        while True:
-            event = await self._transport._next_event(conn, self._read)
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                self._done = True
-                return
-            else:  # ConnectionClosed before the end of the body
-                raise httpx.RemoteProtocolError("the server closed the connection mid-body")
-
-    async def aclose(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            self._transport._release(self._origin, conn, reuse=self._done)
-
-
 class KeepAliveTransport(httpx.AsyncBaseTransport):
     """Persistent HTTP/1.1 connections, at most ``max_connections`` per origin (``None``: no
     limit). Each request costs the same however many connections are open.
@@ -126,8 +95,6 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
-    # ---- the exchange ---------------------------------------------------------------
-
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._closed:
             raise RuntimeError("the transport is closed")
@@ -144,6 +111,9 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         if origin is None:
             origin = self._origins[key] = _Origin(self._max)
         t = _timeouts(request)
+        # The request's bytes before taking a connection: a bad header fails here,
+        # with nothing sent.
+        head, body, chunked = request_head(request)
         try:
             async with asyncio.timeout(t["pool"]):
                 await origin.slots.acquire()
@@ -152,16 +122,20 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         conn: _Conn | None = None
         try:
             conn = await self._checkout(origin, key, t["connect"])
-            status, headers = await self._exchange(conn, request, t)
+            await self._write(conn, request, head, body, chunked, t["write"])
+            status, headers, content, keep = await read_response(
+                conn.reader, request.method, t["read"]
+            )
         except BaseException:
             if conn is not None:
                 conn.close()
             origin.slots.release()
             raise
+        self._release(origin, conn, reuse=keep)
         return httpx.Response(
             status,
             headers=headers,
-            stream=_Body(self, origin, conn, t["read"]),
+            content=content,
             extensions={"http_version": b"HTTP/1.1"},
         )
 
@@ -179,7 +153,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         try:
             async with asyncio.timeout(connect):
                 reader, writer = await asyncio.open_connection(
-                    host, port, ssl=ctx, server_hostname=host if ctx else None, limit=_READ_SIZE
+                    host, port, ssl=ctx, server_hostname=host if ctx else None, limit=READ_LIMIT
                 )
         except TimeoutError:
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
@@ -187,69 +161,43 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(f"connecting to {host}:{port}: {exc}") from None
         return _Conn(reader, writer)
 
-    async def _exchange(
-        self, conn: _Conn, request: httpx.Request, t: dict[str, float | None]
-    ) -> tuple[int, list[tuple[bytes, bytes]]]:
-        """Write the request, read up to the response head. From the first byte written on,
-        nothing here is retried: the server may have acted on the request."""
-        h = conn.h11
+    async def _write(
+        self,
+        conn: _Conn,
+        request: httpx.Request,
+        head: bytes,
+        body: bytes | None,
+        chunked: bool,
+        write: float | None,
+    ) -> None:
+        """The request on the wire: head and body in one write when the body is known,
+        else the stream's chunks in chunked encoding. From the first byte on, nothing is
+        retried: the server may have acted on the request."""
+        writer = conn.writer
         try:
-            out = [
-                h.send(
-                    h11.Request(
-                        method=request.method,
-                        target=request.url.raw_path,
-                        headers=request.headers.raw,
-                    )
-                )
-            ]
-            async for chunk in request.stream:  # type: ignore[union-attr]
-                if chunk:
-                    out.append(h.send(h11.Data(data=chunk)))
-            out.append(h.send(h11.EndOfMessage()))
-        except h11.LocalProtocolError as exc:
-            raise httpx.LocalProtocolError(str(exc)) from None
-        try:
-            async with asyncio.timeout(t["write"]):
-                conn.writer.write(b"".join(x for x in out if x))
-                await conn.writer.drain()
+            async with asyncio.timeout(write):
+                if body is not None:
+                    writer.write(head + body)
+                else:
+                    writer.write(head)
+                    async for chunk in request.stream:  # type: ignore[union-attr]
+                        if not chunk:
+                            continue
+                        if chunked:
+                            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        else:
+                            writer.write(chunk)
+                        await writer.drain()
+                    if chunked:
+                        writer.write(b"0\r\n\r\n")
+                await writer.drain()
         except TimeoutError:
             raise httpx.WriteTimeout("writing the request timed out") from None
         except OSError as exc:
             raise httpx.WriteError(f"writing the request: {exc}") from None
-        while True:
-            event = await self._next_event(conn, t["read"])
-            if isinstance(event, h11.Response):
-                return event.status_code, list(event.headers)
-            if isinstance(event, h11.ConnectionClosed):
-                raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
-            # an InformationalResponse (1xx): keep reading
-
-    async def _next_event(self, conn: _Conn, read: float | None) -> Any:
-        h = conn.h11
-        while True:
-            try:
-                event = h.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise httpx.RemoteProtocolError(str(exc)) from None
-            if event is not h11.NEED_DATA:
-                return event
-            try:
-                async with asyncio.timeout(read):
-                    data = await conn.reader.read(_READ_SIZE)
-            except TimeoutError:
-                raise httpx.ReadTimeout("reading the response timed out") from None
-            except OSError as exc:
-                raise httpx.ReadError(f"reading the response: {exc}") from None
-            try:
-                h.receive_data(data)
-            except h11.RemoteProtocolError as exc:
-                raise httpx.RemoteProtocolError(str(exc)) from None
 
     def _release(self, origin: _Origin, conn: _Conn, *, reuse: bool) -> None:
-        h = conn.h11
-        if reuse and not self._closed and h.our_state is h11.DONE and h.their_state is h11.DONE:
-            h.start_next_cycle()
+        if reuse and not self._closed:
             conn.idle_since = time.monotonic()
             origin.idle.append(conn)
         else:
