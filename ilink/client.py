@@ -27,7 +27,7 @@ from .models import (
     UploadUrl,
     WeixinMessage,
 )
-from .pools import API, LONGPOLL, POOL, http_client
+from .pools import API, LONGPOLL, POOL, IlinkHttp, http_client
 from .wire import (
     client_version,
     dumps,
@@ -163,14 +163,24 @@ class IlinkClient:
         pool = LONGPOLL if name in _LONG_POLLS else API
         started = time.monotonic()
         try:
-            response = await self.http.request(
-                method,
-                url,
-                headers=headers,
-                content=content,
-                timeout=httpx.Timeout(timeout),
-                extensions={POOL: pool},
-            )
+            if isinstance(self.http, IlinkHttp):
+                request = httpx.Request(
+                    method,
+                    url,
+                    headers=headers,
+                    content=content,
+                    extensions={"timeout": httpx.Timeout(timeout).as_dict(), POOL: pool},
+                )
+                response = await self.http.exchange(request)
+            else:  # a caller's own httpx client: its settings apply
+                response = await self.http.request(
+                    method,
+                    url,
+                    headers=headers,
+                    content=content,
+                    timeout=httpx.Timeout(timeout),
+                    extensions={POOL: pool},
+                )
         except httpx.TimeoutException as exc:
             raise RequestTimeout(
                 f"{name}: timed out ({type(exc).__name__})", endpoint=name

@@ -22,7 +22,7 @@ import httpx
 
 from .transport import KeepAliveTransport
 
-__all__ = ["API", "LONGPOLL", "POOL", "PoolRouter", "http_client"]
+__all__ = ["API", "LONGPOLL", "POOL", "IlinkHttp", "PoolRouter", "http_client"]
 
 #: The request extension naming the pool, and its values.
 POOL = "ilinkbot_pool"
@@ -56,13 +56,36 @@ class PoolRouter(httpx.AsyncBaseTransport):
             await transport.aclose()
 
 
-def http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """The ``httpx.AsyncClient`` for ilink and its CDN. An injected ``transport`` (tests,
-    the sandbox in-process) carries every request, whatever its pool."""
+class IlinkHttp(httpx.AsyncClient):
+    """The ``httpx.AsyncClient`` of ilinkbot, which also knows its transport.
+
+    :meth:`exchange` hands a request straight to that transport. The API's small POSTs
+    need nothing of what ``AsyncClient.send`` adds on the way (URL merging, default headers,
+    cookies, auth and redirect flows, event hooks): skipping it saves about a third of a
+    sendmessage's client-side time (``docs/benchmarks.md``, figure ``official``). Everything
+    else (CDN transfers, users' own code) uses the client as any httpx client."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        super().__init__(transport=transport)
+        self.transport = transport
+
+    async def exchange(self, request: httpx.Request) -> httpx.Response:
+        """``request`` through the transport, its body read; httpx's exceptions as they are."""
+        response = await self.transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
+
+def http_client(transport: httpx.AsyncBaseTransport | None = None) -> IlinkHttp:
+    """The HTTP client for ilink and its CDN. An injected ``transport`` (tests, the sandbox
+    in-process) carries every request, whatever its pool."""
     if transport is None:
         transport = PoolRouter(
             longpoll=KeepAliveTransport(max_connections=None),
             api=KeepAliveTransport(max_connections=API_CONNECTIONS),
             transfer=httpx.AsyncHTTPTransport(limits=TRANSFER_LIMITS),
         )
-    return httpx.AsyncClient(transport=transport)
+    return IlinkHttp(transport)
