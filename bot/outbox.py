@@ -26,7 +26,7 @@ from ilinkbot.ilink import (
     build_send_body,
 )
 from ilinkbot.ilink.log import get_logger
-from ilinkbot.store import Account, OutboxRow
+from ilinkbot.store import Account, ClaimedSend, OutboxRow
 
 from .errors import NoContextError
 from .events import Events
@@ -161,49 +161,40 @@ class Outbox:
                 [MessageOutcome(r.id, r.user_id, r.client_id, "pending") for r in queued]
             )
 
-        def store_rows(*, nowait: bool = False) -> tuple[Any, list[Any], list[Any]]:
-            # The peer check and the insert in one store call. Usually nothing else waits
-            # for this user, and the rows come back already claimed.
-            peer = check_peer()
-            rows, claimed = store.enqueue_claimed(
-                account.bot_id,
-                user_id,
-                _stored(payloads),
-                client_ids=client_ids,
-                lease_seconds=self.config.send_lease_seconds,
-                nowait=nowait,
+        async with self.svc.user_turn(account.bot_id, user_id):
+            peer = await self.svc.read(check_peer)
+            # Usually nothing else waits for this user, and the rows come back already claimed.
+            rows, claimed = await self.svc.enqueue_send(
+                ClaimedSend(account.bot_id, user_id, _stored(payloads), client_ids)
             )
-            return peer, rows, claimed
-
-        peer, rows, claimed = await self.svc.write(store_rows)
-        ids = {r.id for r in rows}
-        mine: dict[int, MessageOutcome] = {}
-        peers = {user_id: peer}
-        outcomes = (
-            await self.drain(account, user_id, claimed=claimed, peers=peers) if claimed else []
-        )
-        deadline = asyncio.get_running_loop().time() + SUBMIT_WAIT_SECONDS
-        passes = 0
-        while True:
-            mine.update((o.outbox_id, o) for o in outcomes if o.outbox_id in ids)
-            # This pass stopped the user's queue itself (a transient failure, a hold):
-            # whatever of ours is still pending stays so, and that is the answer.
-            stopped = any(
-                o.user_id == user_id and o.state != "delivered" and o.state != "unconfirmed"
-                for o in outcomes
+            ids = {r.id for r in rows}
+            mine: dict[int, MessageOutcome] = {}
+            peers = {user_id: peer}
+            outcomes = (
+                await self.drain(account, user_id, claimed=claimed, peers=peers) if claimed else []
             )
-            for i in ids - mine.keys():
-                o = await self.outcome(i)
-                if o.state not in ("pending", "sending") or (stopped and o.state == "pending"):
-                    mine[i] = o
-            if len(mine) == len(ids) or asyncio.get_running_loop().time() > deadline:
-                break
-            if passes:
-                await asyncio.sleep(0.05)  # another sender has this user's rows in flight
-            passes += 1
-            outcomes = await self.drain(account, user_id, peers=peers)
-        result = [mine.get(r.id) or await self.outcome(r.id) for r in rows]
-        return SendResult.combine(result)
+            deadline = asyncio.get_running_loop().time() + SUBMIT_WAIT_SECONDS
+            passes = 0
+            while True:
+                mine.update((o.outbox_id, o) for o in outcomes if o.outbox_id in ids)
+                # This pass stopped the user's queue itself (a transient failure, a hold):
+                # whatever of ours is still pending stays so, and that is the answer.
+                stopped = any(
+                    o.user_id == user_id and o.state != "delivered" and o.state != "unconfirmed"
+                    for o in outcomes
+                )
+                for i in ids - mine.keys():
+                    o = await self.outcome(i)
+                    if o.state not in ("pending", "sending") or (stopped and o.state == "pending"):
+                        mine[i] = o
+                if len(mine) == len(ids) or asyncio.get_running_loop().time() > deadline:
+                    break
+                if passes:
+                    await asyncio.sleep(0.05)  # another sender has this user's rows in flight
+                passes += 1
+                outcomes = await self.drain(account, user_id, peers=peers)
+            result = [mine.get(r.id) or await self.outcome(r.id) for r in rows]
+            return SendResult.combine(result)
 
     async def keep(
         self,
@@ -265,7 +256,7 @@ class Outbox:
                 # line re-sends them after their lease with the same client_id
                 # (at-least-once: whether the server drops a repeated client_id is unknown).
                 if sent:
-                    await self.svc.write(self.store.mark_sent_many, sent)
+                    await self.svc.mark_sent(sent)
             finally:
                 # Interrupted (Ctrl-C, SIGTERM, an error): claims not finished go back to
                 # pending now, so the next sender need not wait out their lease. Done

@@ -7,19 +7,33 @@ The CLI, :func:`bot.push.send_to_wechat` and :class:`bot.app.Bot` all build one
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 from ilinkbot.ilink import IlinkClient
 from ilinkbot.ilink.pools import http_client
-from ilinkbot.store import Account, Store, StoreBusy
+from ilinkbot.store import Account, ClaimedSend, OutboxRow, Store, StoreBusy
 
 from .accounts import mark_expired
 from .config import Config
+from .group_commit import GroupCommit
 from .pacing import Pacer
 
 __all__ = ["Service"]
+
+
+class _Turn:
+    """The lock of one user's sends, and how many sends use it (it goes when none do)."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
 
 
 class Service:
@@ -43,7 +57,36 @@ class Service:
         self.http = http_client(transport)
         self._clients: dict[str, IlinkClient] = {}
         self._pacers: dict[str, Pacer] = {}
+        self._turns: dict[tuple[str, str], _Turn] = {}
         self._sqlite = self.store.dialect == "sqlite"
+        # The two writes of every send, group-committed across the sends in flight.
+        self.enqueue_send: GroupCommit[ClaimedSend, tuple[list[OutboxRow], list[OutboxRow]]]
+        self.enqueue_send = GroupCommit(
+            functools.partial(
+                self.store.enqueue_claimed_many, lease_seconds=config.send_lease_seconds
+            ),
+            self.write_started,
+        )
+        self.mark_sent: GroupCommit[list[tuple[int, str | None]], list[OutboxRow]]
+        self.mark_sent = GroupCommit(self.store.mark_sent_groups, self.write_started)
+
+    @contextlib.asynccontextmanager
+    async def user_turn(self, bot_id: str, user_id: str) -> AsyncIterator[None]:
+        """One send at a time to each user of this process, in the order they asked:
+        a send to a user whose previous send is still going out waits here for its turn
+        (instead of storing its rows behind it and polling until they went)."""
+        key = (bot_id, user_id)
+        turn = self._turns.get(key)
+        if turn is None:
+            turn = self._turns[key] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._turns[key]
 
     def pacer(self, bot_id: str) -> Pacer:
         """The fan-out pace of one account (``fanout_per_second``), shared by this process."""
@@ -104,6 +147,23 @@ class Service:
             except StoreBusy:
                 pass
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def write_started(self, fn: Any, /, *args: Any) -> asyncio.Future[Any]:
+        """A short write that takes ``nowait``, started as :meth:`write` runs it (in place on
+        SQLite when it need not wait, else in a thread), as a future. The future settles even
+        when whoever awaits it is cancelled: the thread runs to its end."""
+        loop = asyncio.get_running_loop()
+        if self._sqlite:
+            done = loop.create_future()
+            try:
+                done.set_result(fn(*args, nowait=True))
+                return done
+            except StoreBusy:
+                pass
+            except Exception as exc:
+                done.set_exception(exc)
+                return done
+        return loop.run_in_executor(None, functools.partial(fn, *args))
 
     async def aclose(self) -> None:
         await self.http.aclose()

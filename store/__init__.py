@@ -27,11 +27,13 @@ from .models import (
     PendingLogin,
 )
 from .repository import Store, new_client_id
+from .sending import ClaimedSend
 
 __all__ = [
     "SCHEMA_VERSION",
     "Account",
     "AccountState",
+    "ClaimedSend",
     "DatabaseUrlError",
     "InboundRecord",
     "InboxRow",

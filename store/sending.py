@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,14 +14,14 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from .db import PG_ACCOUNT_LOCK, PG_CLAIM_LOCK_NAMESPACE, StoreBase
 from .driver import CoreRunner, Cursor, InsertFactory, Sql
-from .errors import NotFoundError, UnknownAccountError
+from .errors import NotFoundError, StoreBusy, StoreError, UnknownAccountError
 from .holders import holder_gone, this_holder
 from .log import get_logger
 from .models import OutboxRow, OutboxState, accounts, outbox
 from .outbox import OUTBOX_FOR_UPDATE, PEER_SENT, outbox_by_ids
 from .rows import outbox_row
 
-__all__ = ["SendingStore", "new_client_id"]
+__all__ = ["ClaimedSend", "SendingStore", "new_client_id"]
 
 log = get_logger(__name__)
 
@@ -29,6 +29,35 @@ log = get_logger(__name__)
 def new_client_id() -> str:
     """``ilinkbot:<epoch ms>-<8 hex>``: fixed when the outbox row is created."""
     return f"ilinkbot:{int(time.time() * 1000)}-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class ClaimedSend:
+    """One send of :meth:`SendingStore.enqueue_claimed_many`."""
+
+    bot_id: str
+    user_id: str
+    items: Sequence[Mapping[str, Any]]
+    client_ids: Sequence[str] | None = None
+
+
+def _checked(
+    items: Sequence[Mapping[str, Any]],
+    client_ids: Sequence[str] | None,
+    state: OutboxState,
+    user_id: str,
+) -> list[dict[str, Any]]:
+    """The payloads to store, or ValueError for a send that cannot be stored."""
+    payloads = [dict(item) for item in items]
+    if client_ids is not None and len(client_ids) != len(payloads):
+        raise ValueError("client_ids must have one id per item")
+    if client_ids is not None and len(set(client_ids)) != len(client_ids):
+        raise ValueError("client_ids must be distinct")
+    if state not in (OutboxState.PENDING, OutboxState.HELD, OutboxState.SESSION_EXPIRED):
+        raise ValueError(f"cannot enqueue in state {state.value!r}")
+    if not user_id:
+        raise ValueError("user_id must be non-empty")
+    return payloads
 
 
 def _insert_outbox(insert: InsertFactory) -> Executable:
@@ -179,6 +208,46 @@ class SendingStore(StoreBase):
             nowait=nowait,
         )
 
+    def enqueue_claimed_many(
+        self,
+        sends: Sequence[ClaimedSend],
+        *,
+        lease_seconds: float = 60,
+        nowait: bool = False,
+    ) -> list[tuple[list[OutboxRow], list[OutboxRow]] | StoreError | ValueError]:
+        """:meth:`enqueue_claimed` for several sends in one transaction (group commit of
+        concurrent pushes). Each send's ``(rows, claimed)``, in order; or the error of a send
+        that wrote nothing (its account is unknown, its items are invalid), while the
+        others are stored. Sends to one user are stored in the order given, so the first
+        claims and the later ones wait behind it, as one after the other would."""
+        checked: list[list[dict[str, Any]] | ValueError] = []
+        for send in sends:
+            try:
+                checked.append(
+                    _checked(send.items, send.client_ids, OutboxState.PENDING, send.user_id)
+                )
+            except ValueError as exc:
+                checked.append(exc)
+        now = self._db.now()
+        out: list[tuple[list[OutboxRow], list[OutboxRow]] | StoreError | ValueError] = list(checked)  # type: ignore[arg-type]
+        # By account (stable: a user's sends keep their order), so that transactions
+        # take PostgreSQL's per-account claim locks in one order and cannot deadlock.
+        order = sorted(range(len(sends)), key=lambda i: sends[i].bot_id)
+        with self._db.lane.write(nowait=nowait) as cur:
+            for i in order:
+                payloads = checked[i]
+                if isinstance(payloads, ValueError):
+                    continue
+                send = sends[i]
+                try:
+                    out[i] = self._insert_rows(
+                        cur, send.bot_id, send.user_id, payloads, send.client_ids,
+                        OutboxState.PENDING, None, lease_seconds, now,
+                    )  # fmt: skip
+                except UnknownAccountError as exc:  # raised before this send wrote a row
+                    out[i] = exc
+        return out
+
     def _enqueue(
         self,
         bot_id: str,
@@ -191,92 +260,101 @@ class SendingStore(StoreBase):
         claim_lease_seconds: float | None,
         nowait: bool,
     ) -> tuple[list[OutboxRow], list[OutboxRow]]:
-        items = list(items)
-        if client_ids is not None and len(client_ids) != len(items):
-            raise ValueError("client_ids must have one id per item")
-        if client_ids is not None and len(set(client_ids)) != len(client_ids):
-            raise ValueError("client_ids must be distinct")
         state = OutboxState(state)
-        if state not in (OutboxState.PENDING, OutboxState.HELD, OutboxState.SESSION_EXPIRED):
-            raise ValueError(f"cannot enqueue in state {state.value!r}")
-        if not user_id:
-            raise ValueError("user_id must be non-empty")
-        payloads = [dict(item) for item in items]
+        payloads = _checked(items, client_ids, state, user_id)
         now = self._db.now()
+        with self._db.lane.write(nowait=nowait) as cur:
+            return self._insert_rows(
+                cur, bot_id, user_id, payloads, client_ids, state, group, claim_lease_seconds, now
+            )
+
+    def _insert_rows(
+        self,
+        cur: Cursor,
+        bot_id: str,
+        user_id: str,
+        payloads: list[dict[str, Any]],
+        client_ids: Sequence[str] | None,
+        state: OutboxState,
+        group: str | None,
+        claim_lease_seconds: float | None,
+        now: datetime,
+    ) -> tuple[list[OutboxRow], list[OutboxRow]]:
+        """One send's rows, in the caller's write transaction. An unknown account raises
+        :class:`UnknownAccountError` before anything is written."""
         rows: list[OutboxRow] = []
         inserted: set[int] = set()
-        with self._db.lane.write(nowait=nowait) as cur:
-            claiming = claim_lease_seconds is not None and state == OutboxState.PENDING
-            if claiming and self._db.pg:  # claims of one account take turns (see claim)
-                cur.execute(PG_ACCOUNT_LOCK, namespace=PG_CLAIM_LOCK_NAMESPACE, bot_id=bot_id)
-            # One statement: is the account known, and does anything of this user wait?
-            known, waiting = cur.row(_KNOWN_AND_WAITING, bot_id=bot_id, user_id=user_id)
-            if not known:
-                raise UnknownAccountError(f"unknown account {bot_id!r}")
-            if claiming and waiting:
-                self._take_over_dead_claims(cur, bot_id, now, user_id)
-            claimed_until = None
-            if claiming and not waiting:
-                assert claim_lease_seconds is not None
-                claimed_until = now + timedelta(seconds=claim_lease_seconds)
-            new_state = OutboxState.SENDING if claimed_until else state
-            attempts = 1 if claimed_until else 0
-            holder = this_holder() if claimed_until else None
-            for seq, payload in enumerate(payloads):
-                given = client_ids[seq] if client_ids is not None else None
-                while True:
-                    client_id = given or new_client_id()
-                    new_id = cur.scalar(
-                        _INSERT_OUTBOX,
-                        bot_id=bot_id,
-                        user_id=user_id,
-                        client_id=client_id,
-                        payload=payload,
-                        state=new_state.value,
-                        attempts=attempts,
-                        claimed_until=claimed_until,
-                        claimed_by=holder,
-                        seq=seq,
-                        group_key=group,
-                        now=now,
-                    )
-                    if new_id is not None:
-                        # The row is exactly what was just written.
-                        rows.append(
-                            OutboxRow(
-                                id=int(new_id),
-                                bot_id=bot_id,
-                                user_id=user_id,
-                                client_id=client_id,
-                                payload=payload,
-                                state=new_state,
-                                attempts=attempts,
-                                last_error=None,
-                                message_id=None,
-                                seq=seq,
-                                group=group,
-                                created_at=now,
-                                updated_at=now,
-                                sent_at=None,
-                                claimed_until=claimed_until,
-                                claimed_by=holder,
-                            )
-                        )
-                        inserted.add(int(new_id))
-                        break
-                    if given is None:
-                        continue  # a generated id collided: draw another
-                    existing = cur.one(_OUTBOX_BY_CLIENT_ID, bot_id=bot_id, client_id=given)
-                    assert existing is not None  # the conflict said it is there
-                    rows.append(outbox_row(existing))
-                    if rows[-1].user_id != user_id:
-                        log.warning(
-                            "outbox_client_id_reused",
+        claiming = claim_lease_seconds is not None and state == OutboxState.PENDING
+        if claiming and self._db.pg:  # claims of one account take turns (see claim)
+            cur.execute(PG_ACCOUNT_LOCK, namespace=PG_CLAIM_LOCK_NAMESPACE, bot_id=bot_id)
+        # One statement: is the account known, and does anything of this user wait?
+        known, waiting = cur.row(_KNOWN_AND_WAITING, bot_id=bot_id, user_id=user_id)
+        if not known:
+            raise UnknownAccountError(f"unknown account {bot_id!r}")
+        if claiming and waiting:
+            self._take_over_dead_claims(cur, bot_id, now, user_id)
+        claimed_until = None
+        if claiming and not waiting:
+            assert claim_lease_seconds is not None
+            claimed_until = now + timedelta(seconds=claim_lease_seconds)
+        new_state = OutboxState.SENDING if claimed_until else state
+        attempts = 1 if claimed_until else 0
+        holder = this_holder() if claimed_until else None
+        for seq, payload in enumerate(payloads):
+            given = client_ids[seq] if client_ids is not None else None
+            while True:
+                client_id = given or new_client_id()
+                new_id = cur.scalar(
+                    _INSERT_OUTBOX,
+                    bot_id=bot_id,
+                    user_id=user_id,
+                    client_id=client_id,
+                    payload=payload,
+                    state=new_state.value,
+                    attempts=attempts,
+                    claimed_until=claimed_until,
+                    claimed_by=holder,
+                    seq=seq,
+                    group_key=group,
+                    now=now,
+                )
+                if new_id is not None:
+                    # The row is exactly what was just written.
+                    rows.append(
+                        OutboxRow(
+                            id=int(new_id),
                             bot_id=bot_id,
-                            client_id=given,
-                            outbox_id=rows[-1].id,
+                            user_id=user_id,
+                            client_id=client_id,
+                            payload=payload,
+                            state=new_state,
+                            attempts=attempts,
+                            last_error=None,
+                            message_id=None,
+                            seq=seq,
+                            group=group,
+                            created_at=now,
+                            updated_at=now,
+                            sent_at=None,
+                            claimed_until=claimed_until,
+                            claimed_by=holder,
                         )
+                    )
+                    inserted.add(int(new_id))
                     break
+                if given is None:
+                    continue  # a generated id collided: draw another
+                existing = cur.one(_OUTBOX_BY_CLIENT_ID, bot_id=bot_id, client_id=given)
+                assert existing is not None  # the conflict said it is there
+                rows.append(outbox_row(existing))
+                if rows[-1].user_id != user_id:
+                    log.warning(
+                        "outbox_client_id_reused",
+                        bot_id=bot_id,
+                        client_id=given,
+                        outbox_id=rows[-1].id,
+                    )
+                break
         claimed = [r for r in rows if claimed_until is not None and r.id in inserted]
         return rows, claimed
 
@@ -377,6 +455,35 @@ class SendingStore(StoreBase):
     def mark_sent(self, outbox_id: int, message_id: str | None) -> OutboxRow:
         """State ``sent`` (+ server message id); counts against the peer's reply window."""
         return self.mark_sent_many([(outbox_id, message_id)])[0]
+
+    def mark_sent_groups(
+        self, groups: Sequence[Sequence[tuple[int, str | None]]], *, nowait: bool = False
+    ) -> list[list[OutboxRow] | StoreError]:
+        """:meth:`mark_sent_many` for the passes of several senders in one transaction
+        (group commit). Should one group fail (a row gone), each group is marked in a
+        transaction of its own, and only the failing one gets its error."""
+        try:
+            rows = self.mark_sent_many([one for group in groups for one in group], nowait=nowait)
+        except StoreBusy:
+            raise
+        except StoreError:
+            if len(groups) == 1:
+                raise
+            out: list[list[OutboxRow] | StoreError] = []
+            for group in groups:
+                try:
+                    out.append(self.mark_sent_many(group, nowait=nowait))
+                except StoreBusy:
+                    raise
+                except StoreError as exc:
+                    out.append(exc)
+            return out
+        split: list[list[OutboxRow] | StoreError] = []
+        start = 0
+        for group in groups:
+            split.append(rows[start : start + len(group)])
+            start += len(group)
+        return split
 
     def mark_sent_many(
         self, sent: Sequence[tuple[int, str | None]], *, nowait: bool = False
