@@ -52,6 +52,9 @@ class GroupCommit(Generic[Item, Result]):
             self._committing = True
             try:
                 await self._commit_waiting()
+            except asyncio.CancelledError:
+                done.cancel()  # not written yet: it never will be; already written: it stays
+                raise
             finally:
                 self._committing = False
                 if self._waiting:  # left by a cancelled commit: someone must write them
@@ -70,6 +73,9 @@ class GroupCommit(Generic[Item, Result]):
             self._committing = False
 
     async def _commit_waiting(self) -> None:
+        # One turn of the event loop first: the sends that are ready to write in this turn
+        # (answers that came in together) join this transaction instead of each making one.
+        await asyncio.sleep(0)
         while self._waiting:
             batch = [(item, done) for item, done in self._waiting if not done.done()]
             self._waiting = []
