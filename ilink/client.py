@@ -109,6 +109,7 @@ class IlinkClient:
         self.route_tag = route_tag
         self._own_http = http is None
         self.http = http if http is not None else http_client()
+        self._urls: dict[str, httpx.URL] = {}  # parsed once per endpoint
         #: Sticky long-poll timeout, updated from ``longpolling_timeout_ms`` (§3.3).
         self.getupdates_timeout = GETUPDATES_TIMEOUT
 
@@ -157,30 +158,32 @@ class IlinkClient:
         url: str,
         *,
         headers: dict[str, str],
-        content: bytes | None,
+        content: bytes,
         timeout: float | None,
-    ) -> httpx.Response:
+    ) -> tuple[int, bytes]:
+        """``(status, body)`` of one call; httpx's failures as this package's errors."""
         pool = LONGPOLL if name in _LONG_POLLS else API
         started = time.monotonic()
         try:
             if isinstance(self.http, IlinkHttp):
-                request = httpx.Request(
-                    method,
-                    url,
-                    headers=headers,
-                    content=content,
-                    extensions={"timeout": httpx.Timeout(timeout).as_dict(), POOL: pool},
+                parsed = self._urls.get(url)
+                if parsed is None:
+                    parsed = httpx.URL(url)
+                    if len(self._urls) < 64:  # the fixed endpoints; not each QR status URL
+                        self._urls[url] = parsed
+                status, body = await self.http.send_bytes(
+                    pool, method, parsed, headers, content, timeout
                 )
-                response = await self.http.exchange(request)
             else:  # a caller's own httpx client: its settings apply
                 response = await self.http.request(
                     method,
                     url,
                     headers=headers,
-                    content=content,
+                    content=content or None,
                     timeout=httpx.Timeout(timeout),
                     extensions={POOL: pool},
                 )
+                status, body = response.status_code, response.content
         except httpx.TimeoutException as exc:
             raise RequestTimeout(
                 f"{name}: timed out ({type(exc).__name__})", endpoint=name
@@ -190,10 +193,10 @@ class IlinkClient:
         _log.debug(
             "ilink_call",
             endpoint=name,
-            status=response.status_code,
+            status=status,
             ms=round((time.monotonic() - started) * 1000),
         )
-        return response
+        return status, body
 
     async def _post(
         self,
@@ -209,10 +212,10 @@ class IlinkClient:
             body = {**body, "base_info": self.base_info}
         content = dumps(body)
         url = endpoint_url(base_url or self.base_url, path)
-        response = await self._send(
+        status, answer = await self._send(
             name, "POST", url, headers=self.post_headers(content), content=content, timeout=timeout
         )
-        return check_response(name, response.status_code, response.content)
+        return check_response(name, status, answer)
 
     # ---- QR login (§2) ---------------------------------------------------------------
 
@@ -248,15 +251,15 @@ class IlinkClient:
             path += f"&verify_code={encode_query_value(verify_code)}"
         url = endpoint_url(base_url or self.base_url, path)
         try:
-            response = await self._send(
+            status, answer = await self._send(
                 "get_qrcode_status",
                 "GET",
                 url,
                 headers=self._common_headers(),
-                content=None,
+                content=b"",
                 timeout=timeout,
             )
-            data = check_response("get_qrcode_status", response.status_code, response.content)
+            data = check_response("get_qrcode_status", status, answer)
         except IlinkError as exc:
             _log.debug("qr_status_folded_to_wait", error=type(exc).__name__)
             return QrStatus(status="wait")

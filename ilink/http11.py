@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 
 import httpx
 
-__all__ = ["READ_LIMIT", "read_response", "request_head"]
+__all__ = ["READ_LIMIT", "head_bytes", "read_response", "request_head"]
 
 #: The longest line (status line, header field, chunk size) an answer may have.
 READ_LIMIT = 64 * 1024
@@ -29,22 +29,29 @@ Headers = list[tuple[bytes, bytes]]
 
 
 def request_head(request: httpx.Request) -> tuple[bytes, bytes | None, bool]:
-    """The request line and header fields as bytes; the body when it is known (else the
-    caller writes ``request.stream``); whether that stream goes chunked."""
-    lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), request.url.raw_path)]
-    chunked = False
-    for name, value in request.headers.raw:
-        if not _TOKEN.fullmatch(name) or _FORBIDDEN_IN_VALUE.search(value):
-            raise httpx.LocalProtocolError(f"illegal header field {name!r}")
-        if name.lower() == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-        lines.append(b"%s: %s\r\n" % (name, value))
-    lines.append(b"\r\n")
+    """The request line and header fields of an httpx request as bytes; the body when it
+    is known (else the caller writes ``request.stream``); whether that stream goes chunked."""
+    raw = request.headers.raw
+    chunked = any(
+        name.lower() == b"transfer-encoding" and b"chunked" in value.lower() for name, value in raw
+    )
     try:
         body: bytes | None = request.content
     except httpx.RequestNotRead:
         body = None  # a stream of unknown length
-    return b"".join(lines), body, chunked
+    return head_bytes(request.method, request.url.raw_path, raw), body, chunked
+
+
+def head_bytes(method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The request line and header fields, checked: a name that is not a token or a value
+    with CR, LF or NUL is an ``httpx.LocalProtocolError`` (nothing is sent)."""
+    lines = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target)]
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name) or _FORBIDDEN_IN_VALUE.search(value):
+            raise httpx.LocalProtocolError(f"illegal header field {name!r}")
+        lines.append(b"%s: %s\r\n" % (name, value))
+    lines.append(b"\r\n")
+    return b"".join(lines)
 
 
 async def read_response(

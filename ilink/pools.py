@@ -47,9 +47,12 @@ class PoolRouter(httpx.AsyncBaseTransport):
         self._pools = {LONGPOLL: longpoll, API: api}
         self._transfer = transfer
 
+    def for_pool(self, pool: str) -> httpx.AsyncBaseTransport:
+        """The transport of ``pool`` (an unknown name: the transfer pool's)."""
+        return self._pools.get(pool, self._transfer)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        pool = self._pools.get(request.extensions.get(POOL, ""), self._transfer)
-        return await pool.handle_async_request(request)
+        return await self.for_pool(request.extensions.get(POOL, "")).handle_async_request(request)
 
     async def aclose(self) -> None:
         for transport in (*self._pools.values(), self._transfer):
@@ -59,24 +62,44 @@ class PoolRouter(httpx.AsyncBaseTransport):
 class IlinkHttp(httpx.AsyncClient):
     """The ``httpx.AsyncClient`` of ilinkbot, which also knows its transport.
 
-    :meth:`exchange` hands a request straight to that transport. The API's small POSTs
-    need nothing of what ``AsyncClient.send`` adds on the way (URL merging, default headers,
-    cookies, auth and redirect flows, event hooks): skipping it saves about a third of a
-    sendmessage's client-side time (``docs/benchmarks.md``, figure ``official``). Everything
-    else (CDN transfers, users' own code) uses the client as any httpx client."""
+    :meth:`send_bytes` takes an ilink API call straight to the transport of its pool. Such a
+    call needs nothing of what ``AsyncClient.send`` adds (URL merging, default headers,
+    cookies, auth and redirect flows, event hooks), and on :class:`KeepAliveTransport` not
+    even httpx's ``Request`` and ``Response`` objects: together about half of a
+    sendmessage's client-side time (``docs/benchmarks.md``, figure ``official``). An injected
+    transport (the sandbox, a ``MockTransport``) gets an ordinary ``httpx.Request``.
+    Everything else (CDN transfers, users' own code) uses the client as any httpx client."""
 
     def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
         super().__init__(transport=transport)
         self.transport = transport
 
-    async def exchange(self, request: httpx.Request) -> httpx.Response:
-        """``request`` through the transport, its body read; httpx's exceptions as they are."""
-        response = await self.transport.handle_async_request(request)
+    async def send_bytes(
+        self,
+        pool: str,
+        method: str,
+        url: httpx.URL,
+        headers: dict[str, str],
+        body: bytes,
+        timeout: float | None,
+    ) -> tuple[int, bytes]:
+        """``(status, body)`` of one request; httpx's exceptions as they are."""
+        transport = self.transport
+        if isinstance(transport, PoolRouter):
+            transport = transport.for_pool(pool)
+        t = httpx.Timeout(timeout).as_dict()
+        if isinstance(transport, KeepAliveTransport):
+            raw = [(k.encode("ascii"), v.encode("ascii")) for k, v in headers.items()]
+            return await transport.request_bytes(method, url, raw, body, t)
+        request = httpx.Request(
+            method, url, headers=headers, content=body, extensions={"timeout": t, POOL: pool}
+        )
+        response = await transport.handle_async_request(request)
         try:
             await response.aread()
         finally:
             await response.aclose()
-        return response
+        return response.status_code, response.content
 
 
 def http_client(transport: httpx.AsyncBaseTransport | None = None) -> IlinkHttp:

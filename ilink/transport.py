@@ -27,10 +27,12 @@ import ssl
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx
 
-from .http11 import READ_LIMIT, read_response, request_head
+from .http11 import READ_LIMIT, head_bytes, read_response, request_head
 
 __all__ = ["KeepAliveTransport"]
 
@@ -68,8 +70,8 @@ class _Origin:
         self.idle: deque[_Conn] = deque()
 
 
-def _timeouts(request: httpx.Request) -> dict[str, float | None]:
-    t = request.extensions.get("timeout") or {}
+def _timeouts(t: Mapping[str, float | None]) -> dict[str, float | None]:
+    """httpx's timeout dict (``Timeout.as_dict()``), every key present."""
     return {k: t.get(k) for k in ("connect", "read", "write", "pool")}
 
 
@@ -96,9 +98,57 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # The request's bytes before taking a connection: a bad header fails here,
+        # with nothing sent.
+        head, body, chunked = request_head(request)
+        stream = request.stream if body is None else None
+        timeout = _timeouts(request.extensions.get("timeout") or {})
+        status, headers, content = await self._round_trip(
+            request.method, request.url, head, body, stream, chunked, timeout
+        )
+        return httpx.Response(
+            status,
+            headers=headers,
+            content=content,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def request_bytes(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: Mapping[str, float | None],
+    ) -> tuple[int, bytes]:
+        """One request whose body is known, without building httpx's ``Request`` and
+        ``Response`` (the ilink API calls of :class:`ilink.pools.IlinkHttp`): the same
+        connections, limits, timeouts (httpx's ``Timeout.as_dict()``) and errors. ``Host``
+        is added, and ``Content-Length`` unless given, where there is a body or the method has
+        one."""
+        framing = [(b"Host", url.netloc)]
+        if (body or method not in ("GET", "HEAD")) and not any(
+            name.lower() == b"content-length" for name, _ in headers
+        ):
+            framing.append((b"Content-Length", b"%d" % len(body)))
+        head = head_bytes(method, url.raw_path, [*framing, *headers])
+        status, _, content = await self._round_trip(
+            method, url, head, body, None, False, _timeouts(timeout)
+        )
+        return status, content
+
+    async def _round_trip(
+        self,
+        method: str,
+        url: httpx.URL,
+        head: bytes,
+        body: bytes | None,
+        stream: Any,
+        chunked: bool,
+        t: dict[str, float | None],
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         if self._closed:
             raise RuntimeError("the transport is closed")
-        url = request.url
         if url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
         key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
@@ -110,10 +160,6 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         origin = self._origins.get(key)
         if origin is None:
             origin = self._origins[key] = _Origin(self._max)
-        t = _timeouts(request)
-        # The request's bytes before taking a connection: a bad header fails here,
-        # with nothing sent.
-        head, body, chunked = request_head(request)
         try:
             async with asyncio.timeout(t["pool"]):
                 await origin.slots.acquire()
@@ -122,22 +168,15 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         conn: _Conn | None = None
         try:
             conn = await self._checkout(origin, key, t["connect"])
-            await self._write(conn, request, head, body, chunked, t["write"])
-            status, headers, content, keep = await read_response(
-                conn.reader, request.method, t["read"]
-            )
+            await self._write(conn, head, body, stream, chunked, t["write"])
+            status, headers, content, keep = await read_response(conn.reader, method, t["read"])
         except BaseException:
             if conn is not None:
                 conn.close()
             origin.slots.release()
             raise
         self._release(origin, conn, reuse=keep)
-        return httpx.Response(
-            status,
-            headers=headers,
-            content=content,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+        return status, headers, content
 
     async def _checkout(self, origin: _Origin, key: Origin, connect: float | None) -> _Conn:
         while origin.idle:
@@ -164,9 +203,9 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
     async def _write(
         self,
         conn: _Conn,
-        request: httpx.Request,
         head: bytes,
         body: bytes | None,
+        stream: Any,
         chunked: bool,
         write: float | None,
     ) -> None:
@@ -180,7 +219,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                     writer.write(head + body)
                 else:
                     writer.write(head)
-                    async for chunk in request.stream:  # type: ignore[union-attr]
+                    async for chunk in stream:
                         if not chunk:
                             continue
                         if chunked:

@@ -308,3 +308,34 @@ def test_one_transport_serves_successive_event_loops() -> None:
     assert asyncio.run(once()) == 2
     assert asyncio.run(once()) == 2
     assert srv.connections == 2
+
+
+async def test_ilink_calls_go_out_with_one_host_and_one_exact_length(serve: Any) -> None:
+    # IlinkClient on ilinkbot's own HTTP client takes the transport's byte-level path
+    # (no httpx Request): the server must still see every header exactly once.
+    seen: list[tuple[bytes, list[tuple[bytes, bytes]], bytes]] = []
+
+    async def record(request: h11.Request, body: bytes, writer: asyncio.StreamWriter) -> Any:
+        seen.append((request.method, list(request.headers), body))
+        reply = b'{"ret":0,"message_id":7}'
+        return 200, [("Content-Length", str(len(reply)))], [reply]
+
+    srv, url = await serve(record)
+    from ilinkbot.ilink.pools import http_client
+
+    http = http_client()
+    try:
+        client = IlinkClient(url, "t", http=http)
+        ack = await client.send_text("u@im.wechat", "hi", context_token="c")
+        await client.get_qrcode_status("qr-1")
+    finally:
+        await http.aclose()
+    assert ack.message_id == "7"
+    (post_method, post, post_body), (get_method, get, _) = seen
+    names = [name for name, _ in post]
+    assert post_method == b"POST" and len(names) == len(set(names))
+    assert dict(post)[b"host"] == url.split("//")[1].encode()
+    assert int(dict(post)[b"content-length"]) == len(post_body)
+    assert dict(post)[b"authorization"] == b"Bearer t"
+    assert get_method == b"GET" and b"content-length" not in dict(get)
+    assert srv.connections == 2  # the QR status long-poll has a pool of its own
