@@ -34,13 +34,18 @@ class GroupCommit(Generic[Item, Result]):
     """``await commit(item)``: ``item`` written in a transaction shared with the items of
     other callers that arrived meanwhile. ``start(run, items)`` begins one such write as
     :meth:`bot.service.Service.write_started` does (in place when it need not wait, else in
-    a thread) and returns its future."""
+    a thread) and returns its future. ``crowded()``: whether other sends are in flight, so
+    that waiting a turn for them can pay."""
 
     def __init__(
-        self, run: BatchWrite, start: Callable[[BatchWrite, list[Any]], asyncio.Future[Any]]
+        self,
+        run: BatchWrite,
+        start: Callable[[BatchWrite, list[Any]], asyncio.Future[Any]],
+        crowded: Callable[[], bool] = lambda: True,
     ) -> None:
         self._run = run
         self._start = start
+        self._crowded = crowded
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._committing = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -73,9 +78,10 @@ class GroupCommit(Generic[Item, Result]):
             self._committing = False
 
     async def _commit_waiting(self) -> None:
-        # One turn of the event loop first: the sends that are ready to write in this turn
-        # (answers that came in together) join this transaction instead of each making one.
-        await asyncio.sleep(0)
+        if self._crowded():
+            # One turn of the event loop first: the sends that are ready to write in this
+            # turn (answers that came in together) join this transaction.
+            await asyncio.sleep(0)
         while self._waiting:
             batch = [(item, done) for item, done in self._waiting if not done.done()]
             self._waiting = []

@@ -192,7 +192,8 @@ class Outbox:
                 if passes:
                     await asyncio.sleep(0.05)  # another sender has this user's rows in flight
                 passes += 1
-                outcomes = await self.drain(account, user_id, peers=peers)
+                # a later pass reads the peer again: another pass may have sent meanwhile
+                outcomes = await self.drain(account, user_id)
             result = [mine.get(r.id) or await self.outcome(r.id) for r in rows]
             return SendResult.combine(result)
 

@@ -66,9 +66,14 @@ class Service:
                 self.store.enqueue_claimed_many, lease_seconds=config.send_lease_seconds
             ),
             self.write_started,
+            self._crowded,
         )
         self.mark_sent: GroupCommit[list[tuple[int, str | None]], list[OutboxRow]]
-        self.mark_sent = GroupCommit(self.store.mark_sent_groups, self.write_started)
+        self.mark_sent = GroupCommit(self.store.mark_sent_groups, self.write_started, self._crowded)
+
+    def _crowded(self) -> bool:
+        """More than one user's send is going out in this process."""
+        return len(self._turns) > 1
 
     @contextlib.asynccontextmanager
     async def user_turn(self, bot_id: str, user_id: str) -> AsyncIterator[None]:
