@@ -53,9 +53,12 @@ log = get_logger(__name__)
 DialectInsert: TypeAlias = "sqlite_dialect.Insert | PgInsert"
 InsertFactory: TypeAlias = Callable[[Table], DialectInsert]
 
-#: Inline (``nowait``) commits between background WAL checkpoints: a push commits twice,
-#: ~4 pages each, so ~250 commits is SQLite's default of ~1000 pages.
-CHECKPOINT_EVERY = 250
+#: Inline (``nowait``) commits between background WAL checkpoints. A push commits twice,
+#: ~4 pages each, so ~1000 commits is ~4000 pages (16 MB of WAL at most), four times
+#: SQLite's default: the checkpoint's fsyncs, which hold this process's writers for
+#: milliseconds, come a quarter as often (about 10 % more pushes a second one at a time,
+#: ``docs/benchmarks.md``, figure ``official``).
+CHECKPOINT_EVERY = 1000
 
 
 class DriverLane:
