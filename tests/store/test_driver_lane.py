@@ -178,11 +178,13 @@ def test_nowait_fails_at_once_while_another_thread_writes(sqlite_store: Store) -
 
 
 def test_inline_writes_checkpoint_the_wal_in_the_background(
-    sqlite_store: Store, tmp_path: Path
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Inline (nowait) connections never checkpoint themselves (a checkpoint fsyncs, which
     would stall an event loop); a background thread does, so the WAL stays small."""
     import ilinkbot.store.driver as driver
+
+    monkeypatch.setattr(driver, "CHECKPOINT_EVERY", 250)  # the mechanism, at a test's size
 
     def write(fn, *args):  # type: ignore[no-untyped-def]
         try:  # as bot.service.Service.write: in place, or wait when busy
