@@ -161,12 +161,31 @@ class Outbox:
                 [MessageOutcome(r.id, r.user_id, r.client_id, "pending") for r in queued]
             )
 
-        async with self.svc.user_turn(account.bot_id, user_id):
-            peer = await self.svc.read(check_peer)
-            # Usually nothing else waits for this user, and the rows come back already claimed.
-            rows, claimed = await self.svc.enqueue_send(
-                ClaimedSend(account.bot_id, user_id, _stored(payloads), client_ids)
-            )
+        send = ClaimedSend(account.bot_id, user_id, _stored(payloads), client_ids)
+        peer = await self.svc.read(check_peer)
+        stored: tuple[list[OutboxRow], list[OutboxRow]] | None = None
+
+        async def store_while_waiting() -> None:
+            # Another send of this process has been going out to this user for a while:
+            # store the rows now, so that they are kept whatever happens while this one
+            # waits; unclaimed, so that whoever has the turn meanwhile sends them in order.
+            nonlocal stored
+            stored = await self.svc.enqueue_send(replace(send, claim=False))
+
+        async with self.svc.user_turn(account.bot_id, user_id, meanwhile=store_while_waiting):
+            if stored is None:
+                # Usually nothing else waits for this user: the rows come back claimed.
+                rows, claimed = await self.svc.enqueue_send(send)
+            else:
+                rows, _ = stored
+                peer = await self.svc.read(check_peer)  # the sends before us changed it
+                claimed = await self.svc.write(
+                    store.claim_next,
+                    account.bot_id,
+                    user_id,
+                    [r.id for r in rows],
+                    lease_seconds=self.config.send_lease_seconds,
+                )
             ids = {r.id for r in rows}
             mine: dict[int, MessageOutcome] = {}
             peers = {user_id: peer}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -23,7 +23,11 @@ from .config import Config
 from .group_commit import GroupCommit
 from .pacing import Pacer
 
-__all__ = ["Service"]
+__all__ = ["TURN_PATIENCE", "Service"]
+
+#: How long a send waits for its turn at a user (see :meth:`Service.user_turn`) before it
+#: stores its rows: most waits are one send's round trip, and end before it.
+TURN_PATIENCE = 1.0
 
 
 class _Turn:
@@ -76,18 +80,37 @@ class Service:
         return len(self._turns) > 1
 
     @contextlib.asynccontextmanager
-    async def user_turn(self, bot_id: str, user_id: str) -> AsyncIterator[None]:
+    async def user_turn(
+        self,
+        bot_id: str,
+        user_id: str,
+        *,
+        meanwhile: Callable[[], Awaitable[Any]] | None = None,
+    ) -> AsyncIterator[None]:
         """One send at a time to each user of this process, in the order they asked:
         a send to a user whose previous send is still going out waits here for its turn
-        (instead of storing its rows behind it and polling until they went)."""
+        (instead of polling until the rows ahead of it went). Only speed depends on it:
+        the store keeps each user's rows in order whoever sends them.
+
+        ``meanwhile`` runs once the wait has lasted ``TURN_PATIENCE`` seconds (a send stores
+        its rows then, so that a long wait does not leave them only in memory)."""
         key = (bot_id, user_id)
         turn = self._turns.get(key)
         if turn is None:
             turn = self._turns[key] = _Turn()
         turn.users += 1
         try:
-            async with turn.lock:
+            try:
+                async with asyncio.timeout(None if meanwhile is None else TURN_PATIENCE):
+                    await turn.lock.acquire()
+            except TimeoutError:
+                assert meanwhile is not None
+                await meanwhile()
+                await turn.lock.acquire()
+            try:
                 yield
+            finally:
+                turn.lock.release()
         finally:
             turn.users -= 1
             if not turn.users:

@@ -39,6 +39,9 @@ class ClaimedSend:
     user_id: str
     items: Sequence[Mapping[str, Any]]
     client_ids: Sequence[str] | None = None
+    #: False: store the rows pending, never claimed (whoever sends to the user next
+    #: takes them in order).
+    claim: bool = True
 
 
 def _checked(
@@ -133,6 +136,34 @@ _MARK_SENT = Sql(
             last_error=None,
             claimed_until=None,
             sent_at=bindparam("now"),
+            updated_at=bindparam("now"),
+        )
+        .returning(*outbox.columns)
+    )
+)
+#: The user's rows that wait (pending, sending or held), up to a given id.
+_WAITING_UP_TO = Sql(
+    lambda _: select(outbox.c.id).where(
+        outbox.c.bot_id == bindparam("bot_id"),
+        outbox.c.user_id == bindparam("user_id"),
+        outbox.c.id <= bindparam("last_id"),
+        or_(
+            *(
+                outbox.c.state == s.value
+                for s in (OutboxState.PENDING, OutboxState.SENDING, OutboxState.HELD)
+            )
+        ),
+    )
+)
+_CLAIM_PENDING = Sql(
+    lambda _: (
+        update(outbox)
+        .where(outbox.c.id == bindparam("outbox_id"), outbox.c.state == OutboxState.PENDING.value)
+        .values(
+            state=OutboxState.SENDING.value,
+            attempts=outbox.c.attempts + 1,
+            claimed_until=bindparam("until"),
+            claimed_by=bindparam("holder"),
             updated_at=bindparam("now"),
         )
         .returning(*outbox.columns)
@@ -242,10 +273,43 @@ class SendingStore(StoreBase):
                 try:
                     out[i] = self._insert_rows(
                         cur, send.bot_id, send.user_id, payloads, send.client_ids,
-                        OutboxState.PENDING, None, lease_seconds, now,
+                        OutboxState.PENDING, None, lease_seconds if send.claim else None, now,
                     )  # fmt: skip
                 except UnknownAccountError as exc:  # raised before this send wrote a row
                     out[i] = exc
+        return out
+
+    def claim_next(
+        self,
+        bot_id: str,
+        user_id: str,
+        ids: Sequence[int],
+        *,
+        lease_seconds: float = 60,
+        nowait: bool = False,
+    ) -> list[OutboxRow]:
+        """Claim ``ids``, rows of one user stored earlier, when they are next in that user's
+        queue: nothing else of the user before or among them waits (pending, sending or
+        held). Else nothing is claimed, and the rows go out in order with the user's
+        queue. A send whose rows were stored while another went out to the same user takes
+        them this way when its turn comes (one lane transaction instead of a claim)."""
+        if not ids:
+            return []
+        now = self._db.now()
+        until = now + timedelta(seconds=lease_seconds)
+        holder = this_holder()
+        mine = set(ids)
+        out: list[OutboxRow] = []
+        with self._db.lane.write(nowait=nowait) as cur:
+            waiting = cur.rows(_WAITING_UP_TO, bot_id=bot_id, user_id=user_id, last_id=max(ids))
+            if any(int(found) not in mine for (found,) in waiting):
+                return []
+            for outbox_id in sorted(ids):
+                row = cur.one(
+                    _CLAIM_PENDING, outbox_id=outbox_id, until=until, holder=holder, now=now
+                )
+                if row is not None:  # else sent or held meanwhile by another sender
+                    out.append(outbox_row(row))
         return out
 
     def _enqueue(

@@ -149,3 +149,38 @@ async def test_a_cancelled_send_does_not_strand_the_sends_that_waited_on_its_com
     assert [r.state for r in results] == ["delivered"] * (len(USERS) - 1)
     # the cancelled send's row was stored all the same: kept for a later pass, not lost
     assert [r.user_id for r in store.list_outbox(account.bot_id, state="sending")] == [USERS[0]]
+
+
+async def test_a_send_waiting_long_for_its_turn_is_stored_meanwhile(
+    sb: Sandbox, config: Config, store: Store, account: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ilinkbot.ilink.client import IlinkClient
+
+    monkeypatch.setattr("ilinkbot.bot.service.TURN_PATIENCE", 0.05)
+
+    real = IlinkClient.send_message
+    first_on_the_wire = asyncio.Event()
+
+    async def slow(self: IlinkClient, msg: Any) -> Any:
+        first_on_the_wire.set()
+        await asyncio.sleep(0.3)  # a slow round trip to the server
+        return await real(self, msg)
+
+    svc = Service(config, store=store, transport=sb.transport())
+    try:
+        await everyone_wrote(sb, svc)
+        monkeypatch.setattr(IlinkClient, "send_message", slow)
+        first = asyncio.create_task(send(svc, "first"))
+        await first_on_the_wire.wait()
+        second = asyncio.create_task(send(svc, "second"))
+        await asyncio.sleep(0.1)  # the first is still on its way
+        assert not first.done() and not second.done()
+        # the second still waits for its turn, but its row is stored: a crash now would not
+        # lose it
+        waiting = store.list_outbox(account.bot_id, state="pending")
+        assert [r.payload["item"]["text_item"]["text"] for r in waiting] == ["second"]
+        results = await asyncio.gather(first, second)
+    finally:
+        await svc.aclose()
+    assert [r.state for r in results] == ["delivered", "delivered"]
+    assert [d["text"] for d in sb.delivered(OWNER)] == ["warm", "first", "second"]
