@@ -89,6 +89,17 @@ def _live_claims(of_user: bool) -> Sql:
     return Sql(build)
 
 
+def _waits() -> ColumnElement[bool]:
+    """A row that waits in its user's queue: pending, in flight or held. (``=`` ... ``OR``:
+    the lane cannot run an expanding ``IN``.)"""
+    return or_(
+        *(
+            outbox.c.state == s.value
+            for s in (OutboxState.PENDING, OutboxState.SENDING, OutboxState.HELD)
+        )
+    )
+
+
 #: One statement: is the account known, and does anything of this user wait?
 _KNOWN_AND_WAITING = Sql(
     lambda _: select(
@@ -96,12 +107,7 @@ _KNOWN_AND_WAITING = Sql(
         exists().where(
             outbox.c.bot_id == bindparam("bot_id"),
             outbox.c.user_id == bindparam("user_id"),
-            or_(
-                *(
-                    outbox.c.state == s.value
-                    for s in (OutboxState.PENDING, OutboxState.SENDING, OutboxState.HELD)
-                )
-            ),
+            _waits(),
         ),
     )
 )
@@ -147,12 +153,7 @@ _WAITING_UP_TO = Sql(
         outbox.c.bot_id == bindparam("bot_id"),
         outbox.c.user_id == bindparam("user_id"),
         outbox.c.id <= bindparam("last_id"),
-        or_(
-            *(
-                outbox.c.state == s.value
-                for s in (OutboxState.PENDING, OutboxState.SENDING, OutboxState.HELD)
-            )
-        ),
+        _waits(),
     )
 )
 _CLAIM_PENDING = Sql(
