@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -169,29 +170,25 @@ class Service:
         a thread and back) or, when another thread or process holds the write lock, raises
         :class:`store.StoreBusy` at once, and then runs in a thread that waits its turn.
         On PostgreSQL it always runs in a thread."""
-        if self._sqlite:
-            try:
-                return fn(*args, nowait=True, **kwargs)
-            except StoreBusy:
-                pass
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        return await self.write_started(fn, *args, **kwargs)
 
-    def write_started(self, fn: Any, /, *args: Any) -> asyncio.Future[Any]:
-        """A short write that takes ``nowait``, started as :meth:`write` runs it (in place on
-        SQLite when it need not wait, else in a thread), as a future. The future settles even
-        when whoever awaits it is cancelled: the thread runs to its end."""
+    def write_started(self, fn: Any, /, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        """:meth:`write`, started, as a future. The future settles even when whoever awaits
+        it is cancelled: the thread runs to its end (what group commits rely on)."""
         loop = asyncio.get_running_loop()
         if self._sqlite:
             done = loop.create_future()
             try:
-                done.set_result(fn(*args, nowait=True))
+                done.set_result(fn(*args, nowait=True, **kwargs))
                 return done
             except StoreBusy:
                 pass
             except Exception as exc:
                 done.set_exception(exc)
                 return done
-        return loop.run_in_executor(None, functools.partial(fn, *args))
+        # as asyncio.to_thread: the caller's context variables go along
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return loop.run_in_executor(None, call)
 
     async def aclose(self) -> None:
         await self.http.aclose()
