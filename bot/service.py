@@ -73,7 +73,7 @@ class Service:
             self.write_started,
             self._crowded,
         )
-        self.mark_sent: GroupCommit[list[tuple[int, str | None]], list[OutboxRow]]
+        self.mark_sent: GroupCommit[list[tuple[int, str | None]], int]
         self.mark_sent = GroupCommit(self.store.mark_sent_groups, self.write_started, self._crowded)
 
     def _crowded(self) -> bool:

@@ -1,15 +1,18 @@
-"""The outbox's transitions after sending, and its administration (list, retry, drop)."""
+"""The outbox's transitions after sending (sent, unconfirmed, held, failed), and its
+administration (list, retry, drop)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from .db import Db, StoreBase
-from .driver import Sql
-from .errors import InvalidTransitionError, NotFoundError
+from .driver import Cursor, Sql
+from .errors import InvalidTransitionError, NotFoundError, StoreBusy, StoreError
 from .log import get_logger
 from .models import OutboxRow, OutboxState, outbox, peers
 from .rows import outbox_row
@@ -59,6 +62,36 @@ PEER_SENT = Sql(
 )
 
 
+def _mark_sent(*returning: Any) -> Sql:
+    return Sql(
+        lambda _: (
+            update(outbox)
+            .where(outbox.c.id == bindparam("outbox_id"), outbox.c.state != OutboxState.SENT.value)
+            .values(
+                state=OutboxState.SENT.value,
+                message_id=bindparam("message_id"),
+                last_error=None,
+                claimed_until=None,
+                sent_at=bindparam("now"),
+                updated_at=bindparam("now"),
+            )
+            .returning(*returning)
+        )
+    )
+
+
+_MARK_SENT = _mark_sent(*outbox.columns)
+#: The same, for a sender that needs no row back: only what counts the peer's window.
+_MARK_SENT_LEAN = _mark_sent(outbox.c.bot_id, outbox.c.user_id)
+_LATE_MESSAGE_ID = Sql(
+    lambda _: (
+        update(outbox)
+        .where(outbox.c.id == bindparam("outbox_id"))
+        .values(message_id=bindparam("message_id"), updated_at=bindparam("now"))
+    )
+)
+
+
 def outbox_for_update(db: Db, conn: Connection, outbox_id: int) -> OutboxRow:
     row = db.run(conn, OUTBOX_FOR_UPDATE, outbox_id=outbox_id).mappings().first()
     if row is None:
@@ -84,6 +117,84 @@ def outbox_by_ids(conn: Connection, ids: Sequence[int]) -> list[OutboxRow]:
 
 class OutboxStore(StoreBase):
     """Outbox rows once sent (or not), and by hand."""
+
+    def mark_sent(self, outbox_id: int, message_id: str | None) -> OutboxRow:
+        """State ``sent`` (+ server message id); counts against the peer's reply window."""
+        return self.mark_sent_many([(outbox_id, message_id)])[0]
+
+    def mark_sent_groups(
+        self, groups: Sequence[Sequence[tuple[int, str | None]]], *, nowait: bool = False
+    ) -> list[int | StoreError]:
+        """:meth:`mark_sent_many` for the passes of several senders in one transaction
+        (group commit), without reading the rows back: per group, how many of its rows were
+        newly marked sent. Should one group fail (a row gone), each group is marked in a
+        transaction of its own, and only the failing one gets its error."""
+        flat = [one for group in groups for one in group]
+        try:
+            with self._db.lane.write(nowait=nowait) as cur:
+                marked = self._mark_sent(cur, flat, self._db.now(), rows=False)
+        except StoreBusy:
+            raise
+        except StoreError:
+            if len(groups) == 1:
+                raise
+            out: list[int | StoreError] = []
+            for group in groups:
+                try:
+                    with self._db.lane.write(nowait=nowait) as cur:
+                        out.append(sum(self._mark_sent(cur, group, self._db.now(), rows=False)))
+                except StoreBusy:
+                    raise
+                except StoreError as exc:
+                    out.append(exc)
+            return out
+        split: list[int | StoreError] = []
+        start = 0
+        for group in groups:
+            split.append(sum(marked[start : start + len(group)]))
+            start += len(group)
+        return split
+
+    def mark_sent_many(
+        self, sent: Sequence[tuple[int, str | None]], *, nowait: bool = False
+    ) -> list[OutboxRow]:
+        """:meth:`mark_sent` for several rows in one transaction (a sender's pass).
+        ``nowait``: raise :class:`StoreBusy` instead of waiting for SQLite's write lock."""
+        with self._db.lane.write(nowait=nowait) as cur:
+            return self._mark_sent(cur, sent, self._db.now(), rows=True)
+
+    def _mark_sent(
+        self, cur: Cursor, sent: Sequence[tuple[int, str | None]], now: datetime, *, rows: bool
+    ) -> list[Any]:
+        """Per row: with ``rows``, the row as it is now; else 1 if this marked it sent, 0
+        if it already was."""
+        out: list[Any] = []
+        for outbox_id, message_id in sent:
+            params = {"outbox_id": outbox_id, "message_id": message_id or None, "now": now}
+            if rows:
+                updated = cur.one(_MARK_SENT, **params)
+                if updated is not None:
+                    row = outbox_row(updated)
+                    cur.execute(PEER_SENT, bot=row.bot_id, user=row.user_id)
+                    out.append(row)
+                    continue
+            else:
+                counted = cur.rows(_MARK_SENT_LEAN, **params)
+                if counted:
+                    ((bot_id, user_id),) = counted
+                    cur.execute(PEER_SENT, bot=bot_id, user=user_id)
+                    out.append(1)
+                    continue
+            # Missing, or already sent: a sent row is never re-counted.
+            found = cur.one(OUTBOX_FOR_UPDATE, outbox_id=outbox_id)
+            if found is None:
+                raise NotFoundError(f"no outbox row {outbox_id}")
+            row = outbox_row(found)
+            if message_id and not row.message_id:  # a late id for a sent row
+                cur.execute(_LATE_MESSAGE_ID, outbox_id=outbox_id, message_id=message_id, now=now)
+                row = replace(row, message_id=message_id, updated_at=now)
+            out.append(row if rows else 0)
+        return out
 
     def mark_unconfirmed(self, outbox_id: int, reason: str) -> OutboxRow:
         """ret=0 without a message id: accepted, delivery unknown. Counts against the window."""

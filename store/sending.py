@@ -1,11 +1,12 @@
-"""Sending: enqueue (and claim in the same transaction), claim, and mark sent."""
+"""Sending: enqueue (and claim in the same transaction) and claim. Marking sent is in
+:mod:`store.outbox`."""
 
 from __future__ import annotations
 
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,11 +15,11 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from .db import PG_ACCOUNT_LOCK, PG_CLAIM_LOCK_NAMESPACE, StoreBase
 from .driver import CoreRunner, Cursor, InsertFactory, Sql
-from .errors import NotFoundError, StoreBusy, StoreError, UnknownAccountError
+from .errors import StoreError, UnknownAccountError
 from .holders import holder_gone, this_holder
 from .log import get_logger
 from .models import OutboxRow, OutboxState, accounts, outbox
-from .outbox import OUTBOX_FOR_UPDATE, PEER_SENT, outbox_by_ids
+from .outbox import outbox_by_ids
 from .rows import outbox_row
 
 __all__ = ["ClaimedSend", "SendingStore", "new_client_id"]
@@ -132,21 +133,7 @@ _RETURN_CLAIM = Sql(
         )
     )
 )
-_MARK_SENT = Sql(
-    lambda _: (
-        update(outbox)
-        .where(outbox.c.id == bindparam("outbox_id"), outbox.c.state != OutboxState.SENT.value)
-        .values(
-            state=OutboxState.SENT.value,
-            message_id=bindparam("message_id"),
-            last_error=None,
-            claimed_until=None,
-            sent_at=bindparam("now"),
-            updated_at=bindparam("now"),
-        )
-        .returning(*outbox.columns)
-    )
-)
+
 #: The user's rows that wait (pending, sending or held), up to a given id.
 _WAITING_UP_TO = Sql(
     lambda _: select(outbox.c.id).where(
@@ -168,13 +155,6 @@ _CLAIM_PENDING = Sql(
             updated_at=bindparam("now"),
         )
         .returning(*outbox.columns)
-    )
-)
-_LATE_MESSAGE_ID = Sql(
-    lambda _: (
-        update(outbox)
-        .where(outbox.c.id == bindparam("outbox_id"))
-        .values(message_id=bindparam("message_id"), updated_at=bindparam("now"))
     )
 )
 
@@ -516,66 +496,3 @@ class SendingStore(StoreBase):
             run.execute(_RETURN_CLAIM, outbox_id=outbox_id, now=now)
         if gone:
             log.warning("outbox_claim_taken_over", bot_id=bot_id, outbox_ids=gone)
-
-    def mark_sent(self, outbox_id: int, message_id: str | None) -> OutboxRow:
-        """State ``sent`` (+ server message id); counts against the peer's reply window."""
-        return self.mark_sent_many([(outbox_id, message_id)])[0]
-
-    def mark_sent_groups(
-        self, groups: Sequence[Sequence[tuple[int, str | None]]], *, nowait: bool = False
-    ) -> list[list[OutboxRow] | StoreError]:
-        """:meth:`mark_sent_many` for the passes of several senders in one transaction
-        (group commit). Should one group fail (a row gone), each group is marked in a
-        transaction of its own, and only the failing one gets its error."""
-        try:
-            rows = self.mark_sent_many([one for group in groups for one in group], nowait=nowait)
-        except StoreBusy:
-            raise
-        except StoreError:
-            if len(groups) == 1:
-                raise
-            out: list[list[OutboxRow] | StoreError] = []
-            for group in groups:
-                try:
-                    out.append(self.mark_sent_many(group, nowait=nowait))
-                except StoreBusy:
-                    raise
-                except StoreError as exc:
-                    out.append(exc)
-            return out
-        split: list[list[OutboxRow] | StoreError] = []
-        start = 0
-        for group in groups:
-            split.append(rows[start : start + len(group)])
-            start += len(group)
-        return split
-
-    def mark_sent_many(
-        self, sent: Sequence[tuple[int, str | None]], *, nowait: bool = False
-    ) -> list[OutboxRow]:
-        """:meth:`mark_sent` for several rows in one transaction (a sender's pass).
-        ``nowait``: raise :class:`StoreBusy` instead of waiting for SQLite's write lock."""
-        now = self._db.now()
-        out: list[OutboxRow] = []
-        with self._db.lane.write(nowait=nowait) as cur:
-            for outbox_id, message_id in sent:
-                updated = cur.one(
-                    _MARK_SENT, outbox_id=outbox_id, message_id=message_id or None, now=now
-                )
-                if updated is not None:
-                    row = outbox_row(updated)
-                    cur.execute(PEER_SENT, bot=row.bot_id, user=row.user_id)
-                    out.append(row)
-                    continue
-                # Missing, or already sent: a sent row is never re-counted.
-                found = cur.one(OUTBOX_FOR_UPDATE, outbox_id=outbox_id)
-                if found is None:
-                    raise NotFoundError(f"no outbox row {outbox_id}")
-                row = outbox_row(found)
-                if message_id and not row.message_id:  # a late id for a sent row
-                    cur.execute(
-                        _LATE_MESSAGE_ID, outbox_id=outbox_id, message_id=message_id, now=now
-                    )
-                    row = replace(row, message_id=message_id, updated_at=now)
-                out.append(row)
-        return out
