@@ -101,13 +101,15 @@ class Service:
             turn = self._turns[key] = _Turn()
         turn.users += 1
         try:
-            try:
-                async with asyncio.timeout(None if meanwhile is None else TURN_PATIENCE):
-                    await turn.lock.acquire()
-            except TimeoutError:
-                assert meanwhile is not None
-                await meanwhile()
+            if turn.users == 1 or meanwhile is None:  # alone: the lock is free, no timer
                 await turn.lock.acquire()
+            else:
+                try:
+                    async with asyncio.timeout(TURN_PATIENCE):
+                        await turn.lock.acquire()
+                except TimeoutError:
+                    await meanwhile()
+                    await turn.lock.acquire()
             try:
                 yield
             finally:

@@ -57,9 +57,53 @@ def head_bytes(method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]
 async def read_response(
     reader: asyncio.StreamReader, method: str, read_timeout: float | None
 ) -> tuple[int, Headers, bytes, bool]:
-    """One answer: (status, header fields, body, whether the connection may be reused)."""
+    """One answer: (status, header fields, body, whether the connection may be reused).
+    ``read_timeout`` bounds each read, as httpx's read timeout does."""
+    try:
+        async with asyncio.timeout(read_timeout) as deadline:
+            return await _answer(_Reads(reader, deadline, read_timeout), method)
+    except TimeoutError:
+        raise httpx.ReadTimeout("reading the response timed out") from None
+
+
+class _Reads:
+    """The reads of one answer, under one timer that each read restarts (one timer per
+    answer instead of one per read)."""
+
+    __slots__ = ("_deadline", "_loop", "_timeout", "first", "reader")
+
+    def __init__(
+        self, reader: asyncio.StreamReader, deadline: asyncio.Timeout, timeout: float | None
+    ) -> None:
+        self.reader = reader
+        self._deadline = deadline
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self.first = True  # the answer's first bytes: a close there means a dropped request
+
+    async def __call__(self, operation: Awaitable[bytes]) -> bytes:
+        """Await one read of the stream, its failures as httpx's."""
+        first, self.first = self.first, False
+        if not first and self._timeout is not None:
+            self._deadline.reschedule(self._loop.time() + self._timeout)
+        try:
+            return await operation
+        except asyncio.IncompleteReadError as exc:
+            if first and not exc.partial:
+                raise httpx.RemoteProtocolError(
+                    "Server disconnected without sending a response."
+                ) from None
+            raise httpx.RemoteProtocolError("the server closed the connection mid-answer") from None
+        except asyncio.LimitOverrunError:
+            raise httpx.RemoteProtocolError("a line of the answer is too long") from None
+        except OSError as exc:
+            raise httpx.ReadError(f"reading the response: {exc}") from None
+
+
+async def _answer(read: _Reads, method: str) -> tuple[int, Headers, bytes, bool]:
+    reader = read.reader
     while True:
-        head = await _read(reader.readuntil(b"\r\n\r\n"), read_timeout, first=True)
+        head = await read(reader.readuntil(b"\r\n\r\n"))
         version, status, headers = _parse_head(head)
         if status >= 200:
             break
@@ -87,14 +131,32 @@ async def read_response(
         return status, headers, b"", keep
     if codings:
         if codings.rsplit(b",", 1)[-1].strip() == b"chunked":
-            return status, headers, await _read_chunked(reader, read_timeout), keep
-        return status, headers, await _read(reader.read(), read_timeout), False
+            return status, headers, await _read_chunked(read), keep
+        return status, headers, await _read_to_close(read), False
     if length is not None:
         if not _DIGITS.fullmatch(length):
             raise httpx.RemoteProtocolError(f"bad Content-Length {length!r}")
-        body = await _read(reader.readexactly(int(length)), read_timeout)
-        return status, headers, body, keep
-    return status, headers, await _read(reader.read(), read_timeout), False  # to the close
+        return status, headers, await _read_exactly(read, int(length)), keep
+    return status, headers, await _read_to_close(read), False
+
+
+async def _read_exactly(read: _Reads, size: int) -> bytes:
+    """``size`` bytes, read as they come (the timeout bounds each read, not the whole)."""
+    parts: list[bytes] = []
+    while size:
+        piece = await read(read.reader.read(min(size, READ_LIMIT)))
+        if not piece:
+            raise httpx.RemoteProtocolError("the server closed the connection mid-answer")
+        parts.append(piece)
+        size -= len(piece)
+    return parts[0] if len(parts) == 1 else b"".join(parts)  # no copy in the usual case
+
+
+async def _read_to_close(read: _Reads) -> bytes:
+    parts: list[bytes] = []
+    while piece := await read(read.reader.read(READ_LIMIT)):
+        parts.append(piece)
+    return b"".join(parts)
 
 
 def _parse_head(head: bytes) -> tuple[bytes, int, Headers]:
@@ -116,10 +178,11 @@ def _parse_head(head: bytes) -> tuple[bytes, int, Headers]:
     return parts[0], int(parts[1]), headers
 
 
-async def _read_chunked(reader: asyncio.StreamReader, read_timeout: float | None) -> bytes:
+async def _read_chunked(read: _Reads) -> bytes:
+    reader = read.reader
     parts: list[bytes] = []
     while True:
-        line = await _read(reader.readuntil(b"\r\n"), read_timeout)
+        line = await read(reader.readuntil(b"\r\n"))
         size_text = line.split(b";", 1)[0].strip()
         try:
             size = int(size_text, 16)
@@ -127,32 +190,10 @@ async def _read_chunked(reader: asyncio.StreamReader, read_timeout: float | None
             raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}") from None
         if size == 0:
             break
-        data = await _read(reader.readexactly(size + 2), read_timeout)
+        data = await _read_exactly(read, size + 2)
         if data[-2:] != b"\r\n":
             raise httpx.RemoteProtocolError("a chunk did not end with CRLF")
         parts.append(data[:-2])
-    while (await _read(reader.readuntil(b"\r\n"), read_timeout)) != b"\r\n":
+    while (await read(reader.readuntil(b"\r\n"))) != b"\r\n":
         pass  # trailer fields: not used
     return b"".join(parts)
-
-
-async def _read(
-    operation: Awaitable[bytes], read_timeout: float | None, *, first: bool = False
-) -> bytes:
-    """Await one read of the stream, its failures as httpx's. ``first``: the answer's first
-    bytes, where a close means the server dropped the request."""
-    try:
-        async with asyncio.timeout(read_timeout):
-            return await operation
-    except TimeoutError:
-        raise httpx.ReadTimeout("reading the response timed out") from None
-    except asyncio.IncompleteReadError as exc:
-        if first and not exc.partial:
-            raise httpx.RemoteProtocolError(
-                "Server disconnected without sending a response."
-            ) from None
-        raise httpx.RemoteProtocolError("the server closed the connection mid-answer") from None
-    except asyncio.LimitOverrunError:
-        raise httpx.RemoteProtocolError("a line of the answer is too long") from None
-    except OSError as exc:
-        raise httpx.ReadError(f"reading the response: {exc}") from None

@@ -160,11 +160,14 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         origin = self._origins.get(key)
         if origin is None:
             origin = self._origins[key] = _Origin(self._max)
-        try:
-            async with asyncio.timeout(t["pool"]):
-                await origin.slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no free connection within the pool timeout") from None
+        if origin.slots.locked():
+            try:
+                async with asyncio.timeout(t["pool"]):
+                    await origin.slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no free connection within the pool timeout") from None
+        else:
+            await origin.slots.acquire()  # a free slot is taken at once: no timer needed
         conn: _Conn | None = None
         try:
             conn = await self._checkout(origin, key, t["connect"])
@@ -214,10 +217,15 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         retried: the server may have acted on the request."""
         writer = conn.writer
         try:
+            if body is not None:
+                writer.write(head + body)
+                if not writer.transport.get_write_buffer_size():
+                    # All of it is with the kernel: drain cannot wait, only report a
+                    # connection lost meanwhile, so no timer is needed.
+                    await writer.drain()
+                    return
             async with asyncio.timeout(write):
-                if body is not None:
-                    writer.write(head + body)
-                else:
+                if body is None:
                     writer.write(head)
                     async for chunk in stream:
                         if not chunk:

@@ -192,6 +192,28 @@ async def test_timeouts_are_httpx_timeouts(serve: Any, monkeypatch: pytest.Monke
     assert len(srv.requests) == 2
 
 
+async def test_the_read_timeout_bounds_each_read_not_the_whole_answer(serve: Any) -> None:
+    """A body that comes in pieces, each sooner than the read timeout, arrives whole, however
+    long it takes in all; a body that stops for longer is a ReadTimeout (httpx's rule)."""
+    pieces = [b"a" * 10] * 6
+
+    async def trickle(request: h11.Request, body: bytes, writer: asyncio.StreamWriter) -> Any:
+        pause = 0.1 if request.target == b"/slow-but-steady" else 1.0
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 60\r\n\r\n")
+        for piece in pieces:
+            await asyncio.sleep(pause)
+            writer.write(piece)
+            await writer.drain()
+        return None
+
+    _, url = await serve(trickle)
+    async with httpx.AsyncClient(transport=KeepAliveTransport()) as http:
+        answer = await http.get(url + "/slow-but-steady", timeout=0.4)  # 0.6 s in all
+        assert answer.content == b"a" * 60
+        with pytest.raises(httpx.ReadTimeout):
+            await http.get(url + "/stalls", timeout=0.4)
+
+
 async def test_no_free_connection_is_a_pool_timeout(serve: Any) -> None:
     async def hang(request: h11.Request, body: bytes, writer: asyncio.StreamWriter) -> Any:
         await asyncio.sleep(30)
