@@ -217,30 +217,52 @@ def library_logger(name: str) -> Any:
     )
 
 
+#: The standard library's level of each logging method.
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def _dropped(*_args: Any, **_kwargs: Any) -> None:
+    """A log call at a level the standard library's logger would drop."""
+
+
 class _LazyLogger:
     """Follows the current structlog configuration, with bound values.
 
     The bound logger is kept until the configuration changes (binding costs ~6 us, and a
     send logs twice); the configuration's parts are held, so ``is`` cannot be fooled by a
-    recycled id.
+    recycled id. Unconfigured (a library), a call at a level its ``logging`` logger drops
+    returns at once, before structlog builds an event (a send's debug and info lines).
     """
 
     def __init__(self, initial: dict[str, Any]) -> None:
         self._initial = initial
         self._made_for: tuple[Any, ...] = (None, None, None, None)
         self._logger: Any = None
+        where = str(initial.get("logger") or "ilinkbot")
+        self._stdlib = logging.getLogger(
+            where if where.startswith("ilinkbot") else f"ilinkbot.{where}"
+        )
 
     def bind(self, **values: Any) -> _LazyLogger:
         return _LazyLogger({**self._initial, **values})
 
     def __getattr__(self, name: str) -> Any:
         if not structlog.is_configured():
+            level = _LEVELS.get(name)
+            if level is not None and not self._stdlib.isEnabledFor(level):
+                return _dropped
             made_for: tuple[Any, ...] = (None, None, None, None)
             if self._made_for != made_for or self._logger is None:
-                where = str(self._initial.get("logger") or "ilinkbot")
-                if not where.startswith("ilinkbot"):
-                    where = f"ilinkbot.{where}"
-                self._logger = library_logger(where).bind(**self._initial)
+                self._logger = library_logger(self._stdlib.name).bind(**self._initial)
                 self._made_for = made_for
             return getattr(self._logger, name)
         cfg = structlog.get_config()

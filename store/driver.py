@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -73,9 +73,10 @@ class DriverLane:
 
     def __init__(self, engine: Engine, write_lock: threading.Lock | None) -> None:
         self._engine = engine
-        self._write_lock = write_lock
+        self.dialect = engine.dialect
+        self.write_lock = write_lock
         self.pg = engine.dialect.name == "postgresql"
-        self._own = not self.pg and not isinstance(engine.pool, StaticPool)
+        self.own = not self.pg and not isinstance(engine.pool, StaticPool)
         self._idle: dict[bool, list[Any]] = {False: [], True: []}
         self._closed = False
         self._inline_commits = 0
@@ -87,51 +88,39 @@ class DriverLane:
             while idle:
                 idle.pop().close()
 
-    @contextmanager
-    def _connection(self, nowait: bool = False) -> Iterator[Any]:
-        if not self._own:
-            pooled = self._engine.raw_connection()
-            try:
-                yield pooled
-            finally:
-                pooled.close()  # back to the pool
-            return
-        idle = self._idle[nowait]
-        conn: Any
+    def take(self, nowait: bool = False) -> Any:
+        """A connection: one of the lane's own idle ones (SQLite file), else the pool's."""
+        if not self.own:
+            return self._engine.raw_connection()
         try:
-            conn = idle.pop()
+            return self._idle[nowait].pop()
         except IndexError:
-            fairy = self._engine.raw_connection()
-            conn = fairy.dbapi_connection  # made by the engine, with its PRAGMAs
-            fairy.detach()  # ours from now on: no pool reset; close() really closes it
-            if nowait:
-                # Tried on an event loop: never wait for a lock, never run a checkpoint
-                # (its fsyncs take milliseconds); see _after_inline_commit.
-                conn.execute("PRAGMA busy_timeout = 0")
-                conn.execute("PRAGMA wal_autocheckpoint = 0")
-        try:
-            yield conn
-        finally:
-            # A connection left inside a transaction (a failed rollback) is not reused.
-            if self._closed or conn.in_transaction:
-                conn.close()
-            else:
-                idle.append(conn)
+            pass
+        fairy = self._engine.raw_connection()
+        conn: Any = fairy.dbapi_connection  # made by the engine, with its PRAGMAs
+        fairy.detach()  # ours from now on: no pool reset; close() really closes it
+        if nowait:
+            # Tried on an event loop: never wait for a lock, never run a checkpoint
+            # (its fsyncs take milliseconds); see :meth:`after_inline_commit`.
+            conn.execute("PRAGMA busy_timeout = 0")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+        return conn
 
-    @contextmanager
-    def read(self) -> Iterator[Cursor]:
+    def give(self, conn: Any, nowait: bool = False) -> None:
+        """``conn`` back where :meth:`take` had it from. A connection left inside a
+        transaction (a failed rollback) is closed, not reused."""
+        if not self.own:
+            conn.close()  # back to the pool
+        elif self._closed or conn.in_transaction:
+            conn.close()
+        else:
+            self._idle[nowait].append(conn)
+
+    def read(self) -> _Read:
         """One read. On SQLite a lone SELECT is its own snapshot; WAL readers never wait."""
-        with self._connection() as conn:
-            cur = conn.cursor()
-            try:
-                yield Cursor(self._engine.dialect, cur)
-            finally:
-                cur.close()
-            if self.pg:
-                conn.rollback()  # end the implicit read transaction
+        return _Read(self)
 
-    @contextmanager
-    def write(self, *, nowait: bool = False) -> Iterator[Cursor]:
+    def write(self, *, nowait: bool = False) -> _Write:
         """One write transaction: ``BEGIN IMMEDIATE`` under the process's write lock on
         SQLite (as :meth:`store.Store._write`), the driver's implicit transaction on
         PostgreSQL. Committed on success, rolled back on any exception.
@@ -140,33 +129,9 @@ class DriverLane:
         thread or process holds the write lock, so a caller on an event loop can try the
         write in place and hand it to a thread only when it would wait.
         """
-        lock = self._write_lock
-        if lock is not None and not lock.acquire(blocking=not nowait):
-            raise StoreBusy("another writer of this process holds the lock")
-        fail_fast = nowait and self._own  # busy_timeout 0 on this connection
-        try:
-            with self._connection(fail_fast) as conn:
-                cur = conn.cursor()
-                try:
-                    if not self.pg:
-                        _begin_immediate(cur, fail_fast)
-                    try:
-                        yield Cursor(self._engine.dialect, cur)
-                        conn.commit()
-                    except BaseException as exc:
-                        conn.rollback()
-                        if fail_fast and _is_busy(exc):  # a lock wait mid-transaction
-                            raise StoreBusy("the database's lock is taken") from None
-                        raise
-                finally:
-                    cur.close()
-        finally:
-            if lock is not None:
-                lock.release()
-        if nowait and self._own:
-            self._after_inline_commit()
+        return _Write(self, nowait)
 
-    def _after_inline_commit(self) -> None:
+    def after_inline_commit(self) -> None:
         """SQLite checkpoints the WAL into the database (copy, then fsync) when a commit finds
         it over ~1000 pages, in the committing connection. Inline connections have that off;
         instead, every CHECKPOINT_EVERY of their commits a short-lived thread checkpoints,
@@ -180,8 +145,12 @@ class DriverLane:
 
         def checkpoint() -> None:
             try:
-                with self._write_lock or nullcontext(), self._connection() as conn:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                with self.write_lock or nullcontext():
+                    conn = self.take()
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    finally:
+                        self.give(conn)
             except sqlite3.Error as exc:  # the next round tries again
                 log.warning("store_checkpoint_failed", error=str(exc))
             finally:
@@ -197,6 +166,99 @@ def _begin_immediate(cur: Any, nowait: bool) -> None:
         if nowait and _is_busy(exc):
             raise StoreBusy("another process holds the database's write lock") from None
         raise
+
+
+# The lane's transactions are context-manager classes, not generator functions: a push
+# runs six of them, and @contextmanager's generator and frames were a third of a short
+# read's cost.
+
+
+class _Read:
+    __slots__ = ("_conn", "_cur", "_lane")
+
+    def __init__(self, lane: DriverLane) -> None:
+        self._lane = lane
+
+    def __enter__(self) -> Cursor:
+        lane = self._lane
+        self._conn = lane.take()
+        try:
+            self._cur = self._conn.cursor()
+        except BaseException:
+            lane.give(self._conn)
+            raise
+        return Cursor(lane.dialect, self._cur)
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        conn = self._conn
+        try:
+            self._cur.close()
+            if kind is None and self._lane.pg:
+                conn.rollback()  # end the implicit read transaction
+        finally:
+            self._lane.give(conn)
+
+
+class _Write:
+    __slots__ = ("_conn", "_cur", "_fail_fast", "_lane", "_nowait")
+
+    def __init__(self, lane: DriverLane, nowait: bool) -> None:
+        self._lane = lane
+        self._nowait = nowait
+        self._fail_fast = nowait and lane.own  # busy_timeout 0 on this connection
+
+    def __enter__(self) -> Cursor:
+        lane = self._lane
+        lock = lane.write_lock
+        if lock is not None and not lock.acquire(blocking=not self._nowait):
+            raise StoreBusy("another writer of this process holds the lock")
+        try:
+            conn = self._conn = lane.take(self._fail_fast)
+            try:
+                cur = self._cur = conn.cursor()
+                try:
+                    if not lane.pg:
+                        _begin_immediate(cur, self._fail_fast)
+                except BaseException:
+                    cur.close()
+                    raise
+            except BaseException:
+                lane.give(conn, self._fail_fast)
+                raise
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        return Cursor(lane.dialect, cur)
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        lane = self._lane
+        conn = self._conn
+        try:
+            try:
+                if kind is None:
+                    try:
+                        conn.commit()
+                    except BaseException as failed:
+                        self._roll_back(failed)
+                        raise
+                else:
+                    self._roll_back(exc)  # then ``exc`` goes on (unless it became StoreBusy)
+            finally:
+                self._cur.close()
+                lane.give(conn, self._fail_fast)
+        finally:
+            if lane.write_lock is not None:
+                lane.write_lock.release()
+        if kind is None and self._nowait and lane.own:
+            lane.after_inline_commit()
+
+    def _roll_back(self, exc: BaseException) -> None:
+        """Roll back after ``exc``; a lock wait mid-transaction on a ``nowait`` connection
+        is :class:`StoreBusy`."""
+        self._conn.rollback()
+        if self._fail_fast and _is_busy(exc):
+            raise StoreBusy("the database's lock is taken") from None
 
 
 def _is_busy(exc: BaseException) -> bool:
