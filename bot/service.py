@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -39,6 +39,53 @@ class _Turn:
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.users = 0
+
+
+class _TakeTurn:
+    """``async with``: one send's turn at a user (see :meth:`Service.user_turn`). A class, not
+    an ``asynccontextmanager``: every send takes one, and the generator cost more than the
+    lock."""
+
+    __slots__ = ("_key", "_meanwhile", "_turn", "_turns")
+
+    def __init__(
+        self,
+        turns: dict[tuple[str, str], _Turn],
+        key: tuple[str, str],
+        meanwhile: Callable[[], Awaitable[Any]] | None,
+    ) -> None:
+        self._turns = turns
+        self._key = key
+        self._meanwhile = meanwhile
+
+    async def __aenter__(self) -> None:
+        turn = self._turns.get(self._key)
+        if turn is None:
+            turn = self._turns[self._key] = _Turn()
+        self._turn = turn
+        turn.users += 1
+        try:
+            if turn.users == 1 or self._meanwhile is None:  # alone: the lock is free, no timer
+                await turn.lock.acquire()
+                return
+            try:
+                async with asyncio.timeout(TURN_PATIENCE):
+                    await turn.lock.acquire()
+            except TimeoutError:
+                await self._meanwhile()
+                await turn.lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._turn.lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._turn.users -= 1
+        if not self._turn.users:
+            del self._turns[self._key]
 
 
 class Service:
@@ -80,14 +127,13 @@ class Service:
         """More than one user's send is going out in this process."""
         return len(self._turns) > 1
 
-    @contextlib.asynccontextmanager
-    async def user_turn(
+    def user_turn(
         self,
         bot_id: str,
         user_id: str,
         *,
         meanwhile: Callable[[], Awaitable[Any]] | None = None,
-    ) -> AsyncIterator[None]:
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         """One send at a time to each user of this process, in the order they asked:
         a send to a user whose previous send is still going out waits here for its turn
         (instead of polling until the rows ahead of it went). Only speed depends on it:
@@ -95,29 +141,7 @@ class Service:
 
         ``meanwhile`` runs once the wait has lasted ``TURN_PATIENCE`` seconds (a send stores
         its rows then, so that a long wait does not leave them only in memory)."""
-        key = (bot_id, user_id)
-        turn = self._turns.get(key)
-        if turn is None:
-            turn = self._turns[key] = _Turn()
-        turn.users += 1
-        try:
-            if turn.users == 1 or meanwhile is None:  # alone: the lock is free, no timer
-                await turn.lock.acquire()
-            else:
-                try:
-                    async with asyncio.timeout(TURN_PATIENCE):
-                        await turn.lock.acquire()
-                except TimeoutError:
-                    await meanwhile()
-                    await turn.lock.acquire()
-            try:
-                yield
-            finally:
-                turn.lock.release()
-        finally:
-            turn.users -= 1
-            if not turn.users:
-                del self._turns[key]
+        return _TakeTurn(self._turns, (bot_id, user_id), meanwhile)
 
     def pacer(self, bot_id: str) -> Pacer:
         """The fan-out pace of one account (``fanout_per_second``), shared by this process."""

@@ -12,6 +12,7 @@ raise them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Awaitable, Sequence
 
@@ -47,11 +48,16 @@ def head_bytes(method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]
     with CR, LF or NUL is an ``httpx.LocalProtocolError`` (nothing is sent)."""
     lines = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target)]
     for name, value in headers:
-        if not _TOKEN.fullmatch(name) or _FORBIDDEN_IN_VALUE.search(value):
+        if not _is_token(name) or _FORBIDDEN_IN_VALUE.search(value):
             raise httpx.LocalProtocolError(f"illegal header field {name!r}")
         lines.append(b"%s: %s\r\n" % (name, value))
     lines.append(b"\r\n")
     return b"".join(lines)
+
+
+@functools.lru_cache(maxsize=256)  # the same few field names on every request
+def _is_token(name: bytes) -> bool:
+    return _TOKEN.fullmatch(name) is not None
 
 
 async def read_response(

@@ -59,6 +59,7 @@ def new_uin() -> str:
     return uin_header(secrets.randbits(32))
 
 
+@functools.lru_cache(maxsize=16)  # one version per client, every request
 def client_version(version: str) -> str:
     """``iLink-App-ClientVersion``: ``MAJOR<<16 | MINOR<<8 | PATCH`` as a decimal string."""
     parts = ([*version.strip().split("."), "0", "0", "0"])[:3]
