@@ -6,14 +6,14 @@ from typing import Any
 
 from ilinkbot.ilink.log import get_logger
 from ilinkbot.ilink.wire import account_id_candidates
-from ilinkbot.store import Account
+from ilinkbot.store import Account, Peer
 
 from .errors import AccountError, AmbiguousAccount, UnknownAccount, UnknownRecipient
 from .exitcodes import Exit
 
 _log = get_logger("ilinkbot.accounts")
 
-__all__ = ["choose_account", "find_account", "resolve_recipient"]
+__all__ = ["choose_account", "find_account", "recipient_and_peer", "resolve_recipient"]
 
 
 def find_account(store: Any, wanted: str) -> Any | None:
@@ -99,15 +99,22 @@ def _knows(store: Any, bot_id: str, user: str) -> bool:
 
 def resolve_recipient(store: Any, account: Account, to: str | None) -> str:
     """A user id from an alias, a user id, or ``None`` (the account's owner)."""
+    return recipient_and_peer(store, account, to)[0]
+
+
+def recipient_and_peer(store: Any, account: Account, to: str | None) -> tuple[str, Peer | None]:
+    """:func:`resolve_recipient`, and that user's peer (None if they never wrote), in one
+    read: a push needs both."""
     if not to:
         if not account.owner_user_id:
             raise UnknownRecipient(f"account {account.bot_id} has no owner; use --to USER")
-        return str(account.owner_user_id)
-    alias = store.resolve_alias(account.bot_id, to)
-    if alias:
-        return str(alias)
+        owner = str(account.owner_user_id)
+        return owner, store.get_peer(account.bot_id, owner)
+    peer = store.peer_named(account.bot_id, to)
+    if peer is not None and peer.alias == to:  # an alias wins over a user id
+        return peer.user_id, peer
     if "@" in to:
-        return to
+        return to, peer
     raise UnknownRecipient(
         f"unknown recipient {to!r}: not an alias of {account.bot_id} "
         "and not a user id (user ids look like xxx@im.wechat)"

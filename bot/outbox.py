@@ -26,7 +26,7 @@ from ilinkbot.ilink import (
     build_send_body,
 )
 from ilinkbot.ilink.log import get_logger
-from ilinkbot.store import Account, ClaimedSend, OutboxRow
+from ilinkbot.store import Account, ClaimedSend, OutboxRow, Peer
 
 from .errors import NoContextError
 from .events import Events
@@ -142,8 +142,12 @@ class Outbox:
         *,
         client_ids: Sequence[str] | None = None,
         deliver: bool = True,
+        peer: Peer | None = None,
     ) -> SendResult:
-        """Store ``payloads`` for ``user_id`` (one row each), then deliver them in order."""
+        """Store ``payloads`` for ``user_id`` (one row each), then deliver them in order.
+
+        ``peer``: the user's peer as the caller just read it (a push resolving its
+        recipient), which saves reading it again; read here when not given."""
         store = self.store
 
         def check_peer() -> Any:
@@ -162,7 +166,8 @@ class Outbox:
             )
 
         send = ClaimedSend(account.bot_id, user_id, _stored(payloads), client_ids)
-        peer = await self.svc.read(check_peer)
+        if peer is None or peer.user_id != user_id or not peer.context_token:
+            peer = await self.svc.read(check_peer)
         stored: tuple[list[OutboxRow], list[OutboxRow]] | None = None
 
         async def store_while_waiting() -> None:

@@ -15,9 +15,9 @@ import httpx
 
 from ilinkbot.ilink import IlinkError, SessionExpired
 from ilinkbot.ilink.log import get_logger
-from ilinkbot.store import Account
+from ilinkbot.store import Account, Peer
 
-from .accounts import choose_account, find_account, resolve_recipient
+from .accounts import choose_account, find_account, recipient_and_peer
 from .config import Config, load_config
 from .errors import AccountError, BotError, NoContextError
 from .exitcodes import Exit
@@ -130,8 +130,8 @@ async def push(
     wanted: list[str | None] = list(recipients) or [None]
     stale: list[AccountError] = []  # why the expired account was not simply chosen
 
-    def targets() -> tuple[Any, list[str]]:
-        # The account, then each recipient's user id (reads only).
+    def targets() -> tuple[Any, list[tuple[str, Peer | None]]]:
+        # The account, then each recipient's user id and peer (reads only).
         try:
             acc = choose_account(store, account, for_users=recipients or None)
         except AccountError as exc:
@@ -142,18 +142,20 @@ async def push(
                 raise
             stale.append(exc)
         try:
-            return acc, [resolve_recipient(store, acc, t) for t in wanted]
+            return acc, [recipient_and_peer(store, acc, t) for t in wanted]
         except BotError:
             if stale:
                 raise stale[0] from None
             raise
 
-    acc, users = await svc.read(targets)
+    acc, found = await svc.read(targets)
+    users = [user for user, _ in found]
     outbox = outbox or Outbox(svc)
     expired = acc.state == "expired"
+    caught_up = 0
     if catch_up_seconds > 0 and not expired:
         try:
-            await catch_up(outbox, acc, seconds=catch_up_seconds)
+            caught_up = await catch_up(outbox, acc, seconds=catch_up_seconds)
         except SessionExpired:
             await svc.mark_expired(acc.bot_id)
             expired = True
@@ -174,7 +176,9 @@ async def push(
         await svc.call(store.touch_account, acc.bot_id)
     if len(users) == 1:
         ids = next_ids(len(payloads)) if next_ids else None
-        return await outbox.submit(acc, users[0], payloads, client_ids=ids)
+        # the peer read above is current unless the catch-up brought new messages
+        peer = None if caught_up else found[0][1]
+        return await outbox.submit(acc, users[0], payloads, client_ids=ids, peer=peer)
     return await _fan_out(svc, outbox, acc, users, payloads, next_ids)
 
 

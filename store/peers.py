@@ -20,6 +20,13 @@ PEER = Sql(
         peers.c.bot_id == bindparam("bot_id"), peers.c.user_id == bindparam("user_id")
     )
 )
+#: The peers a reference may name: by alias, by user id (at most one of each).
+PEERS_NAMED = Sql(
+    lambda _: select(peers).where(
+        peers.c.bot_id == bindparam("bot_id"),
+        (peers.c.alias == bindparam("ref")) | (peers.c.user_id == bindparam("ref")),
+    )
+)
 ALIAS_OWNER = Sql(
     lambda _: select(peers.c.user_id).where(
         peers.c.bot_id == bindparam("bot_id"), peers.c.alias == bindparam("alias")
@@ -73,6 +80,15 @@ class PeersStore(StoreBase):
                         f"alias {alias!r} already names {owner!r} on {bot_id!r}"
                     )
             self._db.run(conn, SET_ALIAS, bot_id=bot_id, user_id=user_id, alias=alias)
+
+    def peer_named(self, bot_id: str, ref: str) -> Peer | None:
+        """The peer ``ref`` names: the one whose alias it is, else the one whose user id it
+        is (one read instead of :meth:`resolve_alias` and :meth:`get_peer`)."""
+        with self._db.lane.read() as cur:
+            rows = cur.all(PEERS_NAMED, bot_id=bot_id, ref=ref)
+        if not rows:
+            return None
+        return peer_row(next((r for r in rows if r["alias"] == ref), rows[0]))
 
     def resolve_alias(self, bot_id: str, alias: str) -> str | None:
         with self._db.lane.read() as cur:

@@ -38,6 +38,24 @@ async def test_delivered_to_owner_with_the_right_context_token(
     assert peer is not None and peer.context_token == said["context_token"]
 
 
+async def test_a_push_to_an_alias_goes_to_the_user_it_names_with_their_token(
+    sb: Sandbox, svc: Service, account: object, store: Store
+) -> None:
+    friend = "friend@im.wechat"
+    sb.user_says(OWNER, "hi")
+    sb.user_says(friend, "hello")
+    await send(svc, "catch up first")  # both peers stored
+    store.set_alias(account.bot_id, OWNER, friend)  # type: ignore[attr-defined]
+    # the alias wins over the user id it spells, and the push reads that user's peer
+    result = await push(svc, PushRequest("to the alias"), to=friend, catch_up_seconds=0)
+    assert result.state == "delivered"
+    got = sb.delivered(OWNER)[-1]
+    assert got["text"] == "to the alias" and got["context_token_ok"]
+    assert [d["text"] for d in sb.delivered(friend)] == []
+    direct = await push(svc, PushRequest("by id"), to=OWNER, catch_up_seconds=0)
+    assert direct.state == "delivered" and sb.delivered(OWNER)[-1]["text"] == "by id"
+
+
 async def test_no_user_ever_wrote_is_a_clear_error(
     svc: Service, account: object, sb: Sandbox
 ) -> None:

@@ -248,6 +248,16 @@ def test_handled_failures_and_dead_letters(store: Store, bot: str) -> None:
 # ---------------------------------------------------------------------------- peers
 
 
+def test_a_reference_names_a_peer_by_alias_first_then_by_user_id(store: Store, bot: str) -> None:
+    store.record_batch(bot, [rec(1), rec(2, user=BOB)], "")
+    assert store.peer_named(bot, BOB).user_id == BOB  # type: ignore[union-attr]
+    assert store.peer_named(bot, "nobody@im.wechat") is None
+    store.set_alias(bot, USER, BOB)  # an alias that is also another user's id
+    named = store.peer_named(bot, BOB)
+    assert named is not None and named.user_id == USER and named.context_token
+    assert store.peer_named("other@im.bot", BOB) is None
+
+
 def test_aliases(store: Store, bot: str) -> None:
     store.record_batch(bot, [rec(1), rec(2, user=BOB)], "")
     store.set_alias(bot, USER, "alice")
