@@ -51,6 +51,24 @@ class GroupCommit(Generic[Item, Result]):
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, item: Item) -> Result:
+        if self._committing or self._waiting or self._crowded():
+            return await self._in_group(item)
+        # Alone (one send at a time): its own transaction at once, without the group's
+        # futures. Writes that arrive while it runs in a thread wait for the next one.
+        self._committing = True
+        try:
+            running = self._start(self._run, [item])
+            if not running.done():
+                await asyncio.wait({running})  # if cancelled, the thread still commits
+        finally:
+            self._committing = False
+            self._hand_over_waiting()
+        (result,) = running.result()  # the transaction's own failure raises here
+        if isinstance(result, BaseException):
+            raise result
+        return result  # type: ignore[no-any-return]
+
+    async def _in_group(self, item: Item) -> Result:
         done: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, done))
         if not self._committing:
@@ -62,11 +80,16 @@ class GroupCommit(Generic[Item, Result]):
                 raise
             finally:
                 self._committing = False
-                if self._waiting:  # left by a cancelled commit: someone must write them
-                    task = asyncio.get_running_loop().create_task(self._take_over())
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                self._hand_over_waiting()
         return await done
+
+    def _hand_over_waiting(self) -> None:
+        """Writes left waiting when a commit ended (its caller was cancelled, or they came
+        while it ran alone): a task of their own writes them."""
+        if self._waiting:
+            task = asyncio.get_running_loop().create_task(self._take_over())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _take_over(self) -> None:
         if self._committing or not self._waiting:

@@ -451,7 +451,7 @@ class Outbox:
                 _log.warning("send_retry", id=row.id, attempt=attempt, error=str(exc))
                 await pause(backoff(attempt))
                 continue
-            peers[row.user_id] = replace(peer, sent_since_inbound=peer.sent_since_inbound + 1)
+            peers[row.user_id] = peer.after_sends(1)
             if ack.confirmed:
                 sent.append((row.id, ack.message_id))
                 return done("delivered", ack.message_id)

@@ -360,6 +360,20 @@ class Peer:
     last_seen_at: datetime | None
     alias: str | None
 
+    def after_sends(self, count: int = 1) -> Peer:
+        """This peer with ``count`` more bot messages counted against its reply window (what
+        a sender keeps in memory between the store's reads; cheaper than ``replace``)."""
+        return Peer(
+            self.bot_id,
+            self.user_id,
+            self.context_token,
+            self.last_inbound_at,
+            self.sent_since_inbound + count,
+            self.first_seen_at,
+            self.last_seen_at,
+            self.alias,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class InboundRecord:
