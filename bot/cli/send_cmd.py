@@ -14,6 +14,7 @@ from ..outbox import Outbox, SendResult
 from ..payloads import MediaPayload, TextPayload, payload_from_json
 from ..push import PushRequest, push
 from ..service import Service
+from ..status import iso
 from .common import App, row_id
 
 __all__ = ["exit_code_for", "register"]
@@ -241,7 +242,7 @@ def run_outbox(app: App) -> int:
             "attempts": r.attempts,
             "message_id": r.message_id,
             "last_error": r.last_error,
-            "created_at": r.created_at.isoformat(),
+            "created_at": iso(r.created_at),
             "preview": _preview(r.payload),
         }
         for r in rows

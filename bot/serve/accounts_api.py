@@ -26,6 +26,7 @@ from ilinkbot.store import Account
 from ..accounts import find_account
 from ..errors import AmbiguousAccount, UnknownAccount
 from ..service import Service
+from ..status import iso
 from .bodies import BodyError, load_json
 from .errors import ApiError
 from .weblogin import Logins, UnknownLogin, WebLogin
@@ -67,8 +68,8 @@ def account_json(acc: Account) -> dict[str, Any]:
         "ref": acc.ref,
         "owner": acc.owner_user_id,
         "state": str(acc.state),
-        "created_at": acc.created_at.isoformat(),
-        "last_used_at": acc.last_used_at.isoformat(),
+        "created_at": iso(acc.created_at),
+        "last_used_at": iso(acc.last_used_at),
     }
 
 

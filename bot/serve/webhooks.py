@@ -33,6 +33,7 @@ from ilinkbot.ilink.models import MessageItemType, WeixinMessage
 from ilinkbot.store import Account
 
 from ..events import Events
+from ..status import iso
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -103,7 +104,7 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat()
+    return iso(datetime.now(UTC)) or ""
 
 
 def _summary(raw: Any) -> tuple[str, str]:
@@ -169,7 +170,7 @@ class Webhooks:
                     "message_id": row.message_id,
                     "kind": kind,
                     "text": text,
-                    "time": created.isoformat() if created else None,
+                    "time": iso(created),
                 }
             )
 

@@ -90,6 +90,8 @@ async def test_two_logins_run_at_once_each_with_its_ref(
     (acc,) = r.json()["accounts"]
     assert acc["id"] == one["account"] and acc["owner"] == ALICE and acc["state"] == "active"
     assert "token" not in acc
+    # times in UTC with a Z, as everywhere else ilinkbot prints them
+    assert acc["created_at"].endswith("Z") and acc["last_used_at"].endswith("Z")
     r = await client.get("/v1/accounts", headers=AUTH)
     assert {a["ref"] for a in r.json()["accounts"]} == {"user-1", "user-2"}
     for a in store.list_accounts():

@@ -123,7 +123,7 @@ async def test_messages_and_deliveries_arrive_signed_without_tokens(
     (received,) = receiver.events("message.received")
     assert received["account"] == account.bot_id and received["ref"] == "user-42"
     assert received["user"] == OWNER and received["text"] == "hello"
-    assert received["kind"] == "text" and received["message_id"] and received["time"]
+    assert received["kind"] == "text" and received["message_id"] and received["time"].endswith("Z")
     (delivered,) = receiver.events("delivery.changed")
     row = store.list_outbox(account.bot_id)[0]
     assert delivered["state"] == "delivered" and delivered["id"] == row.id
