@@ -13,6 +13,7 @@ from ilinkbot.ilink.log import get_logger, register_secret
 from ilinkbot.store import Account, InboundRecord, InboxRow
 
 from .outbox import Outbox
+from .textsplit import encodable
 
 __all__ = ["MALFORMED_SENDER", "absorb_batch", "inbound_record", "writers"]
 
@@ -27,11 +28,7 @@ def _scrub(value: Any) -> Any:
     """Replace lone surrogates (JSON escapes like ``\\ud800``: valid JSON, not valid
     Unicode, unstorable as UTF-8) with U+FFFD, so one such message cannot block a batch."""
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-        return value
+        return encodable(value)[0]
     if isinstance(value, dict):
         return {_scrub(k): _scrub(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -11,6 +11,7 @@ owner's next login hands it to the new account as held (``Store.hand_over``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,7 @@ __all__ = [
     "MessageOutcome",
     "Outbox",
     "SendResult",
+    "messageable_peer",
 ]
 
 _log = get_logger("ilinkbot.outbox")
@@ -149,13 +151,7 @@ class Outbox:
         ``peer``: the user's peer as the caller just read it (a push resolving its
         recipient), which saves reading it again; read here when not given."""
         store = self.store
-
-        def check_peer() -> Any:
-            peer = store.get_peer(account.bot_id, user_id)
-            if peer is None or not peer.context_token:
-                raise NoContextError(user_id)
-            return peer
-
+        check_peer = functools.partial(messageable_peer, store, account.bot_id, user_id)
         if not deliver:
             await self.svc.read(check_peer)
             queued = await self.svc.call(
@@ -232,13 +228,7 @@ class Outbox:
         """The account's session is known to be expired: store ``payloads`` for ``user_id``
         as ``session_expired`` without sending (the next login takes them over)."""
         store = self.store
-
-        def check_peer() -> None:
-            peer = store.get_peer(account.bot_id, user_id)
-            if peer is None or not peer.context_token:
-                raise NoContextError(user_id)
-
-        await self.svc.read(check_peer)
+        await self.svc.read(messageable_peer, store, account.bot_id, user_id)
         kept = await self.svc.call(
             store.enqueue,
             account.bot_id,
@@ -528,6 +518,15 @@ class Outbox:
         state = _OUTCOME_OF_STATE.get(row.state, row.state)
         reason = row.last_error or ("dropped" if row.state == "dead" else None)
         return MessageOutcome(row.id, row.user_id, row.client_id, state, row.message_id, reason)
+
+
+def messageable_peer(store: Any, bot_id: str, user_id: str) -> Peer:
+    """The user's peer, or :class:`NoContextError` when they never wrote (no context token:
+    the bot cannot message them). A blocking read, for :meth:`Service.read`."""
+    peer = store.get_peer(bot_id, user_id)
+    if peer is None or not peer.context_token:
+        raise NoContextError(user_id)
+    return peer  # type: ignore[no-any-return]
 
 
 def _retryable(exc: IlinkError) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,9 +21,10 @@ from .config import Config, load_config
 from .errors import AccountError, BotError, NoContextError
 from .exitcodes import Exit
 from .inbound import absorb_batch
-from .outbox import MessageOutcome, Outbox, SendResult
+from .outbox import MessageOutcome, Outbox, SendResult, messageable_peer
 from .payloads import Payload, media_payload, text_payloads
 from .service import Service
+from .textsplit import encodable
 
 __all__ = ["PushRequest", "catch_up", "push", "send_to_wechat", "utf8_text"]
 
@@ -35,17 +35,12 @@ TOUCH_EVERY = timedelta(seconds=60)
 #: How long ``send`` long-polls getupdates for fresh context tokens when no poller runs.
 CATCH_UP_SECONDS = 2.0
 
-#: What Python makes of text that was not UTF-8: undecodable bytes of argv or stdin
-#: (surrogateescape) and JSON's lone "\\ud800" escapes. Neither the store nor the wire
-#: can encode them.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
 
 def utf8_text(value: str | None, field: str) -> str | None:
     """``value`` with every lone surrogate replaced by U+FFFD, and a warning if any was."""
     if not value:
         return value
-    fixed, count = _LONE_SURROGATE.subn("\ufffd", value)
+    fixed, count = encodable(value)
     if count:
         _log.warning("text_not_utf8", field=field, replaced=count, now="U+FFFD")
     return fixed
@@ -196,9 +191,7 @@ async def _fan_out(
     def every_user_can_be_messaged() -> None:
         # All or nothing: a recipient who never wrote fails the push before anyone gets it.
         for user in dict.fromkeys(users):
-            peer = svc.store.get_peer(account.bot_id, user)
-            if peer is None or not peer.context_token:
-                raise NoContextError(user)
+            messageable_peer(svc.store, account.bot_id, user)
 
     await svc.read(every_user_can_be_messaged)
     slots = asyncio.Semaphore(svc.config.send_concurrency)

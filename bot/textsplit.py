@@ -1,10 +1,22 @@
-"""Split long text into message-sized chunks that join back to the exact original."""
+"""Message text: split into message-sized chunks that join back to the exact original, and
+made encodable."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["split_text"]
+__all__ = ["encodable", "split_text"]
+
+#: What Python makes of text that was not UTF-8: undecodable bytes of argv or stdin
+#: (surrogateescape) and JSON's lone "\ud800" escapes. Neither the store nor the wire
+#: can encode them.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable(text: str) -> tuple[str, int]:
+    """``text`` with each lone surrogate replaced by U+FFFD, and how many were."""
+    return _LONE_SURROGATE.subn("\ufffd", text)
+
 
 # A sentence ends after one of these (CJK or Latin), plus any closing quotes/brackets.
 _SENTENCE_END = re.compile(r"[。！？!?；;…]+[”’」』）)\]\"']*|\.(?=\s)")

@@ -8,9 +8,11 @@ import pytest
 
 from ilinkbot.bot.config import Config
 from ilinkbot.bot.errors import NoContextError
+from ilinkbot.bot.inbound import inbound_record
 from ilinkbot.bot.outbox import Outbox
 from ilinkbot.bot.push import PushRequest, push, send_to_wechat
 from ilinkbot.bot.service import Service
+from ilinkbot.ilink.models import WeixinMessage
 from ilinkbot.ilink.sandbox import Sandbox
 from ilinkbot.store import Store
 from ilinkbot.testing import capture_logs, no_real_waiting
@@ -54,6 +56,22 @@ async def test_a_push_to_an_alias_goes_to_the_user_it_names_with_their_token(
     assert [d["text"] for d in sb.delivered(friend)] == []
     direct = await push(svc, PushRequest("by id"), to=OWNER, catch_up_seconds=0)
     assert direct.state == "delivered" and sb.delivered(OWNER)[-1]["text"] == "by id"
+
+
+def test_a_lone_surrogate_a_user_sent_is_stored_as_one_replacement_character() -> None:
+    # valid as a JSON escape ("\\ud800"), not encodable as UTF-8: the store could not keep it
+    msg = WeixinMessage.from_dict(
+        {
+            "message_id": 7,
+            "from_user_id": OWNER,
+            "message_type": 1,
+            "context_token": "AARtoken-7",
+            "item_list": [{"type": 1, "text_item": {"text": "caf\ud800 ok \udfff"}}],
+        }
+    )
+    record = inbound_record(msg)
+    assert record.raw["item_list"][0]["text_item"]["text"] == "caf\ufffd ok \ufffd"
+    assert record.user_id == OWNER and record.context_token == "AARtoken-7"
 
 
 async def test_no_user_ever_wrote_is_a_clear_error(
