@@ -27,7 +27,7 @@ from ilinkbot.ilink import (
     build_send_body,
 )
 from ilinkbot.ilink.log import get_logger
-from ilinkbot.store import Account, ClaimedSend, OutboxRow, Peer
+from ilinkbot.store import Account, ClaimedSend, OutboxRow, Peer, Store
 
 from .errors import NoContextError
 from .events import Events
@@ -520,13 +520,13 @@ class Outbox:
         return MessageOutcome(row.id, row.user_id, row.client_id, state, row.message_id, reason)
 
 
-def messageable_peer(store: Any, bot_id: str, user_id: str) -> Peer:
+def messageable_peer(store: Store, bot_id: str, user_id: str) -> Peer:
     """The user's peer, or :class:`NoContextError` when they never wrote (no context token:
     the bot cannot message them). A blocking read, for :meth:`Service.read`."""
     peer = store.get_peer(bot_id, user_id)
     if peer is None or not peer.context_token:
         raise NoContextError(user_id)
-    return peer  # type: ignore[no-any-return]
+    return peer
 
 
 def _retryable(exc: IlinkError) -> bool:
