@@ -178,7 +178,7 @@ def _parse_head(head: bytes) -> tuple[bytes, int, Headers]:
     headers: Headers = []
     for line in fields:
         name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name) or _FORBIDDEN_IN_VALUE.search(value):
+        if not colon or not _is_token(name) or _FORBIDDEN_IN_VALUE.search(value):
             raise httpx.RemoteProtocolError(f"bad header line {line[:100]!r}")
         headers.append((name, value.strip(b" \t")))
     return parts[0], int(parts[1]), headers

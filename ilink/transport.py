@@ -5,8 +5,8 @@ in pool bookkeeping and stream layers, and degrades when many requests are in fl
 (``docs/benchmarks.md``, figure ``official``). ilink's API is a few small JSON POSTs to one
 host, so this transport keeps a small set of persistent connections per origin and does the
 least work per request. It writes the request in one piece and reads the answer with the
-stream's own ``readuntil``/``readexactly`` (:mod:`ilink.http11`), which costs about a third
-of what driving h11's state machine did.
+stream's own ``readuntil``/``read`` (:mod:`ilink.http11`), which costs about a third of what
+driving h11's state machine did.
 
 Failure semantics are httpx's: a failed connect is ``httpx.ConnectError``/``ConnectTimeout``;
 once any byte of a request may have reached the server, a failure is surfaced

@@ -212,20 +212,17 @@ class _Write:
         lock = lane.write_lock
         if lock is not None and not lock.acquire(blocking=not self._nowait):
             raise StoreBusy("another writer of this process holds the lock")
+        conn = cur = None
         try:
             conn = self._conn = lane.take(self._fail_fast)
-            try:
-                cur = self._cur = conn.cursor()
-                try:
-                    if not lane.pg:
-                        _begin_immediate(cur, self._fail_fast)
-                except BaseException:
-                    cur.close()
-                    raise
-            except BaseException:
+            cur = self._cur = conn.cursor()
+            if not lane.pg:
+                _begin_immediate(cur, self._fail_fast)
+        except BaseException:  # hand back what was taken, in reverse
+            if cur is not None:
+                cur.close()
+            if conn is not None:
                 lane.give(conn, self._fail_fast)
-                raise
-        except BaseException:
             if lock is not None:
                 lock.release()
             raise
@@ -401,15 +398,11 @@ class Cursor:
         run, which is most of a 100-message batch's time. SQLite is in-process and runs
         them one by one, as PostgreSQL does a single run (a pipeline costs more than it
         saves there)."""
+        if self._dialect.name != "postgresql" or len(each) < 2:
+            return [self.scalar(sql, **params) for params in each]
         compiled = sql.compiled(self._dialect)
         cur = self._cur
         found: list[Any] = []
-        if self._dialect.name != "postgresql" or len(each) < 2:
-            for params in each:
-                cur.execute(compiled.sql, compiled.params(params))
-                row = cur.fetchone()
-                found.append(None if row is None else row[0])
-            return found
         cur.executemany(compiled.sql, [compiled.params(p) for p in each], returning=True)
         while True:
             row = cur.fetchone()
