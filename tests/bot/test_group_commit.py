@@ -91,68 +91,56 @@ async def test_sends_in_flight_share_transactions_and_all_are_delivered(
 
 
 async def test_a_send_to_an_unknown_account_fails_alone_in_a_shared_transaction(
-    sb: Sandbox, config: Config, store: Store, account: Any
+    svc: Service, config: Config, store: Store, account: Any
 ) -> None:
-    svc = Service(config, store=store, transport=sb.transport())
-    try:
-        with another_writer(config.home):
-            good = [
-                asyncio.create_task(
-                    svc.enqueue_send(ClaimedSend(account.bot_id, u, [{"kind": "text"}]))
-                )
-                for u in USERS[:3]
-            ]
-            bad = asyncio.create_task(
-                svc.enqueue_send(ClaimedSend("gone@im.bot", USERS[3], [{"kind": "text"}]))
+    with another_writer(config.home):
+        good = [
+            asyncio.create_task(
+                svc.enqueue_send(ClaimedSend(account.bot_id, u, [{"kind": "text"}]))
             )
-            await asyncio.sleep(0.2)
-        stored = await asyncio.gather(*good)
-        with pytest.raises(UnknownAccountError):
-            await bad
-    finally:
-        await svc.aclose()
+            for u in USERS[:3]
+        ]
+        bad = asyncio.create_task(
+            svc.enqueue_send(ClaimedSend("gone@im.bot", USERS[3], [{"kind": "text"}]))
+        )
+        await asyncio.sleep(0.2)
+    stored = await asyncio.gather(*good)
+    with pytest.raises(UnknownAccountError):
+        await bad
     assert [len(rows) for rows, _ in stored] == [1, 1, 1]
     assert len(store.list_outbox(account.bot_id)) == 3
 
 
 async def test_concurrent_sends_to_one_user_arrive_in_the_order_they_were_made(
-    sb: Sandbox, config: Config, store: Store, account: Any
+    sb: Sandbox, svc: Service, account: Any
 ) -> None:
-    svc = Service(config, store=store, transport=sb.transport())
-    try:
-        await everyone_wrote(sb, svc)
-        results = await asyncio.gather(*(send(svc, f"alert {i}") for i in range(6)))
-    finally:
-        await svc.aclose()
+    await everyone_wrote(sb, svc)
+    results = await asyncio.gather(*(send(svc, f"alert {i}") for i in range(6)))
     assert [r.state for r in results] == ["delivered"] * 6
     texts = [d["text"] for d in sb.delivered(OWNER)]
     assert texts == ["warm"] + [f"alert {i}" for i in range(6)]
 
 
 async def test_a_cancelled_send_does_not_strand_the_sends_that_waited_on_its_commit(
-    sb: Sandbox, config: Config, store: Store, account: Any
+    sb: Sandbox, svc: Service, config: Config, store: Store, account: Any
 ) -> None:
-    svc = Service(config, store=store, transport=sb.transport())
-    try:
-        await everyone_wrote(sb, svc)
-        with another_writer(config.home):
-            first = asyncio.create_task(send(svc, "first", to=USERS[0]))
-            await asyncio.sleep(0.1)  # its write waits for the lock in a thread
-            others = [asyncio.create_task(send(svc, f"to {u}", to=u)) for u in USERS[1:]]
-            await asyncio.sleep(0.1)
-            first.cancel()
-        results = await asyncio.wait_for(asyncio.gather(*others), 10)
-        with pytest.raises(asyncio.CancelledError):
-            await first
-    finally:
-        await svc.aclose()
+    await everyone_wrote(sb, svc)
+    with another_writer(config.home):
+        first = asyncio.create_task(send(svc, "first", to=USERS[0]))
+        await asyncio.sleep(0.1)  # its write waits for the lock in a thread
+        others = [asyncio.create_task(send(svc, f"to {u}", to=u)) for u in USERS[1:]]
+        await asyncio.sleep(0.1)
+        first.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*others), 10)
+    with pytest.raises(asyncio.CancelledError):
+        await first
     assert [r.state for r in results] == ["delivered"] * (len(USERS) - 1)
     # the cancelled send's row was stored all the same: kept for a later pass, not lost
     assert [r.user_id for r in store.list_outbox(account.bot_id, state="sending")] == [USERS[0]]
 
 
 async def test_a_send_waiting_long_for_its_turn_is_stored_meanwhile(
-    sb: Sandbox, config: Config, store: Store, account: Any, monkeypatch: pytest.MonkeyPatch
+    sb: Sandbox, svc: Service, store: Store, account: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ilinkbot.ilink.client import IlinkClient
 
@@ -166,21 +154,17 @@ async def test_a_send_waiting_long_for_its_turn_is_stored_meanwhile(
         await asyncio.sleep(0.3)  # a slow round trip to the server
         return await real(self, msg)
 
-    svc = Service(config, store=store, transport=sb.transport())
-    try:
-        await everyone_wrote(sb, svc)
-        monkeypatch.setattr(IlinkClient, "send_message", slow)
-        first = asyncio.create_task(send(svc, "first"))
-        await first_on_the_wire.wait()
-        second = asyncio.create_task(send(svc, "second"))
-        await asyncio.sleep(0.1)  # the first is still on its way
-        assert not first.done() and not second.done()
-        # the second still waits for its turn, but its row is stored: a crash now would not
-        # lose it
-        waiting = store.list_outbox(account.bot_id, state="pending")
-        assert [r.payload["item"]["text_item"]["text"] for r in waiting] == ["second"]
-        results = await asyncio.gather(first, second)
-    finally:
-        await svc.aclose()
+    await everyone_wrote(sb, svc)
+    monkeypatch.setattr(IlinkClient, "send_message", slow)
+    first = asyncio.create_task(send(svc, "first"))
+    await first_on_the_wire.wait()
+    second = asyncio.create_task(send(svc, "second"))
+    await asyncio.sleep(0.1)  # the first is still on its way
+    assert not first.done() and not second.done()
+    # the second still waits for its turn, but its row is stored: a crash now would not
+    # lose it
+    waiting = store.list_outbox(account.bot_id, state="pending")
+    assert [r.payload["item"]["text_item"]["text"] for r in waiting] == ["second"]
+    results = await asyncio.gather(first, second)
     assert [r.state for r in results] == ["delivered", "delivered"]
     assert [d["text"] for d in sb.delivered(OWNER)] == ["warm", "first", "second"]
